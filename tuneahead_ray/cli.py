@@ -1,0 +1,150 @@
+"""The ``tuneahead-ray`` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from tuneahead_ray.modeling import DEFAULT_MODEL, default_model_dir
+from tuneahead_ray.schemas import Candidate, DatasetRef, HyperParams
+from tuneahead_ray.yaml_config import load_yaml_model
+
+__all__ = ["main"]
+
+#: The demo's hyperparameters: a sound fine-tune of the embedded model.
+DEMO_HP = Path(__file__).resolve().parent / "testbed" / "hp_tiny.yaml"
+
+
+def _progress(total: int, desc: str) -> Callable:
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="step", file=sys.stderr, dynamic_ncols=True)
+
+    def on_step(record) -> None:
+        bar.update(1)
+        bar.set_postfix(loss=f"{record.loss:.3f}", refresh=False)
+        if bar.n >= total:
+            bar.close()
+
+    return on_step
+
+
+def _fine_tune(data: Path, hp: HyperParams, model: str, device: str, data_format: str):
+    from tuneahead_ray.data import load_dataset
+    from tuneahead_ray.training import full_run
+
+    candidate = Candidate(model=model, dataset=DatasetRef(path=data, format=data_format), hp=hp)
+    steps = hp.total_steps(load_dataset(candidate.dataset).num_rows)
+    return full_run(candidate, device=device, on_step=_progress(steps, "fine-tune"))
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    hp = load_yaml_model(args.hp, HyperParams) if args.hp else HyperParams()
+    result = _fine_tune(args.data, hp, args.model, args.device, args.format)
+    text = result.model_dump_json(indent=2)
+    if args.out:
+        Path(args.out).write_text(text + "\n", encoding="utf-8")
+    print(text)
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from tuneahead_ray.testbed import DataSpec, write_dataset
+
+    hp = load_yaml_model(DEMO_HP, HyperParams)
+    with tempfile.TemporaryDirectory() as tmp:
+        data = write_dataset(DataSpec(size=args.size, seed=args.seed), Path(tmp) / "demo.jsonl")
+        print(f"fine-tuning the embedded tiny Qwen2 on {args.size} clean testbed records ({data.name})")
+        result = _fine_tune(data, hp, DEFAULT_MODEL, args.device, "auto")
+    print(f"base model score   {result.base_score:6.2f} pp")
+    print(f"fine-tuned score   {result.score:6.2f} pp  ({result.gain:+.2f} pp)")
+    for name, value in result.per_family.items():
+        print(f"  {name:10s} {value:6.2f} pp")
+    print(f"{result.steps} steps, {result.tokens_processed} tokens, {result.wall_seconds:.1f} s on {result.device}")
+    return 0
+
+
+def _cmd_make_data(args: argparse.Namespace) -> int:
+    from tuneahead_ray.testbed import DataSpec, write_dataset
+
+    families = dict(item.split("=", 1) for item in args.families.split(",")) if args.families else None
+    fields = {
+        "size": args.size,
+        "min_level": args.min_level,
+        "max_level": args.max_level,
+        "label_noise": args.label_noise,
+        "duplication": args.duplication,
+        "format_corruption": args.format_corruption,
+        "off_target": args.off_target,
+        "seed": args.seed,
+    }
+    if families is not None:
+        fields["families"] = {name: float(weight) for name, weight in families.items()}
+    path = write_dataset(DataSpec(**fields), args.out)
+    print(f"wrote {args.size} records to {path}")
+    return 0
+
+
+def _cmd_build_base(args: argparse.Namespace) -> int:
+    from tuneahead_ray.testbed._base_model import build_base
+
+    out = build_base(args.out, steps=args.steps, seed=args.seed)
+    print(f"saved the tiny Qwen2 to {out}")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tuneahead-ray", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="one full LoRA fine-tuning run + benchmark score, printed as JSON")
+    run.add_argument("--data", type=Path, required=True, help="training data: .json, .jsonl or .parquet")
+    run.add_argument("--format", default="auto", choices=["auto", "chat", "instruction"])
+    run.add_argument("--hp", type=Path, help="hyperparameters YAML (defaults otherwise)")
+    run.add_argument("--model", default=DEFAULT_MODEL, help="base model directory (HF layout) or 'default'")
+    run.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    run.add_argument("--out", type=Path, help="also write the JSON result here")
+    run.set_defaults(func=_cmd_run)
+
+    demo = sub.add_parser("demo", help="fine-tune the embedded model on a clean testbed dataset, print the score")
+    demo.add_argument("--size", type=int, default=4000)
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--device", default="auto")
+    demo.set_defaults(func=_cmd_demo)
+
+    testbed = sub.add_parser("testbed", help="the embedded testbed").add_subparsers(dest="testbed", required=True)
+    make = testbed.add_parser("make-data", help="write a synthetic dataset with quality knobs (chat JSONL)")
+    make.add_argument("--out", type=Path, required=True)
+    make.add_argument("--size", type=int, default=2000)
+    make.add_argument("--families", help="weights, e.g. add=1,count=2 (default: all benchmark families)")
+    make.add_argument("--min-level", type=int, default=1)
+    make.add_argument("--max-level", type=int, default=5)
+    make.add_argument("--label-noise", type=float, default=0.0)
+    make.add_argument("--duplication", type=float, default=0.0)
+    make.add_argument("--format-corruption", type=float, default=0.0)
+    make.add_argument("--off-target", type=float, default=0.0)
+    make.add_argument("--seed", type=int, default=0)
+    make.set_defaults(func=_cmd_make_data)
+
+    build = testbed.add_parser("build-base", help="pretrain the embedded tiny Qwen2 (reproducible)")
+    build.add_argument("--out", type=Path, default=default_model_dir())
+    build.add_argument("--steps", type=int, default=1000)
+    build.add_argument("--seed", type=int, default=0)
+    build.set_defaults(func=_cmd_build_base)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ValueError as err:  # ConfigError, DatasetError, ModelDirError, pydantic's ValidationError
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

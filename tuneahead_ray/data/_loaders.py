@@ -1,0 +1,274 @@
+"""Read chat / instruction datasets (JSON, JSONL, Parquet) into a two-column prompt/response table.
+
+Every problem with the input raises :class:`DatasetError` naming the file and the record index (JSON array,
+Parquet: 0-based) or line number (JSONL: 1-based), so a bad dataset fails at load time, not inside training.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..schemas import DatasetRef
+from ._errors import DatasetError
+
+__all__ = ["CHAT_ROLES", "SUPPORTED_SUFFIXES", "load_dataset", "load_records", "write_jsonl"]
+
+Format = Literal["auto", "chat", "instruction"]
+Source = DatasetRef | str | os.PathLike[str]
+
+#: File suffixes that can be loaded (matched case-insensitively).
+SUPPORTED_SUFFIXES: tuple[str, ...] = (".json", ".jsonl", ".ndjson", ".parquet")
+#: Roles a chat message may have.
+CHAT_ROLES: tuple[str, ...] = ("system", "user", "assistant")
+_FORMATS: tuple[str, ...] = ("auto", "chat", "instruction")
+
+
+@dataclass(frozen=True)
+class _Raw:
+    """One undecoded record and where it came from."""
+
+    value: object
+    line: int | None = None
+    record: int | None = None
+
+
+class _Invalid(Exception):
+    """A problem inside one record; the caller adds the file and position."""
+
+
+# --------------------------------------------------------------------------------------------- public API
+
+
+def load_dataset(source: Source, format: Format = "auto") -> pa.Table:
+    """Load a dataset file into a table with string columns ``prompt`` and ``response``, one row per record.
+
+    ``format="auto"`` detects the layout from the first record (``messages`` -> chat, ``instruction`` ->
+    instruction, ``prompt``/``response`` -> already split). A :class:`DatasetRef` supplies its own format
+    when ``format`` is ``"auto"``.
+    """
+    prompts, responses = _load_pairs(source, format)
+    return pa.table({"prompt": pa.array(prompts, pa.string()), "response": pa.array(responses, pa.string())})
+
+
+def load_records(source: Source, format: Format = "auto") -> list[dict[str, str]]:
+    """Like :func:`load_dataset`, but return ``[{"prompt": ..., "response": ...}, ...]``."""
+    prompts, responses = _load_pairs(source, format)
+    return [{"prompt": p, "response": r} for p, r in zip(prompts, responses, strict=True)]
+
+
+def write_jsonl(records: Iterable[Mapping[str, Any]], path: str | os.PathLike[str]) -> Path:
+    """Write one JSON object per line, atomically (temp file in the same directory, then ``os.replace``)."""
+    target = Path(path)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+            for index, record in enumerate(records):
+                if not isinstance(record, Mapping):
+                    raise TypeError(f"record {index} must be a mapping, got {_kind(record)}")
+                handle.write(json.dumps(dict(record), ensure_ascii=False) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, target)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return target
+
+
+# ------------------------------------------------------------------------------------------------ loading
+
+
+def _load_pairs(source: Source, format: Format) -> tuple[list[str], list[str]]:
+    path, format = _resolve(source, format)
+    rows = _READERS[path.suffix.lower()](path)
+    if not rows:
+        raise DatasetError(path, "no records")
+    layout: str | None = None if format == "auto" else format
+    prompts: list[str] = []
+    responses: list[str] = []
+    for raw in rows:
+        try:
+            if not isinstance(raw.value, dict):
+                raise _Invalid(f"expected a JSON object, got {_kind(raw.value)}")
+            layout = layout or _detect_layout(raw.value)
+            prompt, response = _PARSERS[layout](raw.value)
+        except _Invalid as err:
+            raise DatasetError(path, str(err), line=raw.line, record=raw.record) from None
+        prompts.append(prompt)
+        responses.append(response)
+    return prompts, responses
+
+
+def _resolve(source: Source, format: str) -> tuple[Path, str]:
+    """Return the file path and effective format, checking that the file exists and has a known suffix."""
+    if format not in _FORMATS:
+        raise ValueError(f"format must be one of {list(_FORMATS)}, got {format!r}")
+    if isinstance(source, DatasetRef):
+        path, format = source.path, (source.format if format == "auto" else format)
+    else:
+        path = Path(source)
+    if not path.exists():
+        raise DatasetError(path, "file not found")
+    if path.is_dir():
+        raise DatasetError(path, "is a directory, expected a dataset file")
+    if path.suffix.lower() not in SUPPORTED_SUFFIXES:
+        raise DatasetError(path, f"unsupported file type {path.suffix!r}; supported: {', '.join(SUPPORTED_SUFFIXES)}")
+    return path, format
+
+
+# ------------------------------------------------------------------------------------------------ readers
+
+
+def _read_text(path: Path) -> str:
+    """Decode the file as strict UTF-8 (a leading BOM is dropped)."""
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise DatasetError(path, f"cannot read file: {err.strerror or err}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise DatasetError(path, f"invalid UTF-8 at byte offset {err.start}", line=line) from None
+    return text.removeprefix("\ufeff")
+
+
+def _invalid_json(path: Path, err: json.JSONDecodeError, line: int) -> DatasetError:
+    return DatasetError(path, f"invalid JSON: {err.msg} (column {err.colno})", line=line)
+
+
+def _read_json_array(path: Path) -> list[_Raw]:
+    text = _read_text(path)
+    if not text.strip():
+        return []
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise _invalid_json(path, err, err.lineno) from None
+    if not isinstance(data, list):
+        raise DatasetError(path, f"expected a JSON array of objects, got {_kind(data)}")
+    return [_Raw(value, record=index) for index, value in enumerate(data)]
+
+
+def _read_jsonl(path: Path) -> list[_Raw]:
+    rows = []
+    # Split on "\n" only: str.splitlines would also split on U+2028 etc. and shift the line numbers.
+    for number, line in enumerate(_read_text(path).split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(_Raw(json.loads(line), line=number))
+        except json.JSONDecodeError as err:
+            raise _invalid_json(path, err, number) from None
+    return rows
+
+
+def _read_parquet(path: Path) -> list[_Raw]:
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as err:
+        raise DatasetError(path, f"not a readable Parquet file ({err})") from None
+    return [_Raw(value, record=index) for index, value in enumerate(table.to_pylist())]
+
+
+_READERS: dict[str, Callable[[Path], list[_Raw]]] = {
+    ".json": _read_json_array,
+    ".jsonl": _read_jsonl,
+    ".ndjson": _read_jsonl,
+    ".parquet": _read_parquet,
+}
+
+
+# ------------------------------------------------------------------------------------------ record layouts
+
+
+def _detect_layout(record: dict[str, Any]) -> str:
+    if "messages" in record:
+        return "chat"
+    if "instruction" in record:
+        return "instruction"
+    if "prompt" in record or "response" in record:
+        return "prompt_response"
+    raise _Invalid(
+        "cannot detect the record format: expected key 'messages' (chat), 'instruction' (with 'output'), "
+        f"or 'prompt' and 'response'; got keys {sorted(record)}"
+    )
+
+
+def _chat_pair(record: dict[str, Any]) -> tuple[str, str]:
+    """System and user turns before the last assistant turn form the prompt; that turn is the response."""
+    messages = _require(record, "messages")
+    if not isinstance(messages, list):
+        raise _Invalid(f"field 'messages' must be a list, got {_kind(messages)}")
+    turns: list[tuple[str, str]] = []
+    for index, message in enumerate(messages):
+        name = f"messages[{index}]"
+        if not isinstance(message, dict):
+            raise _Invalid(f"field {name!r} must be an object, got {_kind(message)}")
+        role = _string(_require(message, "role", f"{name}.role"), f"{name}.role")
+        if role not in CHAT_ROLES:
+            raise _Invalid(f"field '{name}.role' must be one of {list(CHAT_ROLES)}, got {role!r}")
+        turns.append((role, _string(_require(message, "content", f"{name}.content"), f"{name}.content")))
+    last = max((i for i, (role, _) in enumerate(turns) if role == "assistant"), default=None)
+    if last is None:
+        raise _Invalid("field 'messages' has no assistant turn")
+    before = turns[:last]
+    users = [content for role, content in before if role == "user"]
+    if not users:
+        raise _Invalid("field 'messages' has no user turn before the last assistant turn")
+    systems = [content for role, content in before if role == "system"]
+    return "\n\n".join(systems + users), _non_empty(turns[last][1], f"messages[{last}].content")
+
+
+def _instruction_pair(record: dict[str, Any]) -> tuple[str, str]:
+    instruction = _string(_require(record, "instruction"), "instruction")
+    extra = record.get("input")
+    extra = "" if extra is None else _string(extra, "input")
+    output = _non_empty(_string(_require(record, "output"), "output"), "output")
+    return (f"{instruction}\n\n{extra}" if extra else instruction), output
+
+
+def _prompt_response_pair(record: dict[str, Any]) -> tuple[str, str]:
+    prompt = _string(_require(record, "prompt"), "prompt")
+    return prompt, _non_empty(_string(_require(record, "response"), "response"), "response")
+
+
+_PARSERS: dict[str, Callable[[dict[str, Any]], tuple[str, str]]] = {
+    "chat": _chat_pair,
+    "instruction": _instruction_pair,
+    "prompt_response": _prompt_response_pair,
+}
+
+
+# ---------------------------------------------------------------------------------------- field helpers
+
+
+def _require(mapping: dict[str, Any], key: str, name: str | None = None) -> object:
+    if key not in mapping:
+        raise _Invalid(f"missing field {name or key!r}")
+    return mapping[key]
+
+
+def _string(value: object, name: str) -> str:
+    if not isinstance(value, str):
+        raise _Invalid(f"field {name!r} must be a string, got {_kind(value)}")
+    return value
+
+
+def _non_empty(value: str, name: str) -> str:
+    if not value.strip():
+        raise _Invalid(f"field {name!r} is an empty response")
+    return value
+
+
+def _kind(value: object) -> str:
+    return "null" if value is None else type(value).__name__

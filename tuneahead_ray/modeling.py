@@ -1,0 +1,87 @@
+"""Loading a base model and its tokenizer the way a real checkpoint is loaded: ``from_pretrained`` on a directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "ModelDirError",
+    "default_model_dir",
+    "resolve_device",
+    "resolve_model_dir",
+    "load_model",
+    "load_tokenizer",
+]
+
+#: Name that selects the tiny Qwen2 shipped inside the package.
+DEFAULT_MODEL = "default"
+
+
+class ModelDirError(ValueError):
+    """A model directory that cannot be loaded; the message names the directory and what is missing."""
+
+
+def default_model_dir() -> Path:
+    """The embedded tiny Qwen2 (built by ``tuneahead-ray testbed build-base``)."""
+    return Path(__file__).resolve().parent / "testbed" / "assets" / "tiny-qwen2"
+
+
+def resolve_model_dir(model: str | Path) -> Path:
+    """Map 'default' to the embedded model and check that a directory holds a loadable checkpoint."""
+    path = default_model_dir() if str(model) == DEFAULT_MODEL else Path(model).expanduser().resolve()
+    if not path.is_dir():
+        raise ModelDirError(f"model directory {path} does not exist")
+    config = path / "config.json"
+    if not config.is_file():
+        raise ModelDirError(f"model directory {path} has no config.json (expected a Hugging Face layout)")
+    try:
+        json.loads(config.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ModelDirError(f"{config} is not valid JSON: {err}") from None
+    if not any(path.glob("*.safetensors")):
+        raise ModelDirError(f"model directory {path} has no *.safetensors weights (pickled .bin is not loaded)")
+    if not (path / "tokenizer.json").is_file() and not (path / "tokenizer_config.json").is_file():
+        raise ModelDirError(f"model directory {path} has no tokenizer (tokenizer.json / tokenizer_config.json)")
+    return path
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """'auto' picks CUDA when present, else CPU; 'cuda' without a GPU is an error, not a silent fallback."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but no CUDA GPU is visible")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda[:N], got {device!r}")
+    return torch.device(device)
+
+
+def _dtype_for(device: torch.device) -> torch.dtype:
+    """bf16 on GPUs that support it (as real fine-tuning runs), fp32 on CPU."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def load_tokenizer(model: str | Path) -> PreTrainedTokenizerBase:
+    """The model directory's tokenizer, loaded offline, with a pad token guaranteed."""
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_dir(model), trust_remote_code=False)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if tokenizer.chat_template is None:
+        raise ModelDirError(f"tokenizer of {model} has no chat template; fine-tuning data needs one")
+    return tokenizer
+
+
+def load_model(model: str | Path, device: str | torch.device = "auto") -> PreTrainedModel:
+    """The causal LM in the directory, on ``device``, in bf16 on CUDA and fp32 on CPU, never with remote code."""
+    target = resolve_device(device) if isinstance(device, str) else device
+    loaded = AutoModelForCausalLM.from_pretrained(
+        resolve_model_dir(model), dtype=_dtype_for(target), trust_remote_code=False, use_safetensors=True
+    )
+    return loaded.to(target)

@@ -1,0 +1,28 @@
+"""The embedded testbed: synthetic task families, a dataset generator with quality knobs, the benchmark, and
+the tiny Qwen2 base model."""
+
+from tuneahead_ray.testbed._benchmark import BENCHMARK_SEED, BenchmarkItem, benchmark_items
+from tuneahead_ray.testbed._families import (
+    BENCHMARK_FAMILIES,
+    FAMILIES,
+    MAX_LEVEL,
+    OFF_TARGET_FAMILIES,
+    TaskFamily,
+    family,
+)
+from tuneahead_ray.testbed._generator import DataSpec, generate_records, write_dataset
+
+__all__ = [
+    "BENCHMARK_FAMILIES",
+    "BENCHMARK_SEED",
+    "FAMILIES",
+    "MAX_LEVEL",
+    "OFF_TARGET_FAMILIES",
+    "BenchmarkItem",
+    "DataSpec",
+    "TaskFamily",
+    "benchmark_items",
+    "family",
+    "generate_records",
+    "write_dataset",
+]

@@ -1,0 +1,29 @@
+"""Full LoRA fine-tuning runs and their exact-match evaluation (the ground truth the predictor learns)."""
+
+from tuneahead_ray.training._encode import EncodedPairs, collate, encode_pairs
+from tuneahead_ray.training._evaluate import exact_match, exact_match_by_group
+from tuneahead_ray.training._run import Benchmark, full_run, score_model, testbed_benchmark
+from tuneahead_ray.training._trainer import (
+    StepRecord,
+    StepTrainer,
+    attach_adapter,
+    detach_adapter,
+    lora_config,
+)
+
+__all__ = [
+    "Benchmark",
+    "full_run",
+    "score_model",
+    "testbed_benchmark",
+    "EncodedPairs",
+    "StepRecord",
+    "StepTrainer",
+    "attach_adapter",
+    "collate",
+    "detach_adapter",
+    "encode_pairs",
+    "exact_match",
+    "exact_match_by_group",
+    "lora_config",
+]

@@ -1,0 +1,59 @@
+"""Exact-match accuracy of a causal LM on prompt/answer items, in one batched forward pass per chunk.
+
+An answer counts as correct when greedy decoding reproduces it token for token and then ends the turn. Greedy
+decoding is deterministic, so this equals checking that the arg-max at every answer position (and at the
+end-of-turn position) is the reference token: one teacher-forced forward pass instead of a decoding loop.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from tuneahead_ray.training._encode import collate, encode_pairs
+
+__all__ = ["exact_match", "exact_match_by_group"]
+
+
+@torch.no_grad()
+def exact_match(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    answers: Sequence[str],
+    batch_size: int = 256,
+    max_seq_len: int = 512,
+) -> np.ndarray:
+    """Boolean per item: does greedy decoding reproduce the answer exactly?"""
+    pairs = encode_pairs(tokenizer, prompts, answers, max_seq_len)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    correct = np.zeros(len(pairs), dtype=bool)
+    for start in range(0, len(pairs), batch_size):
+        indices = list(range(start, min(start + batch_size, len(pairs))))
+        batch = collate(pairs, indices, tokenizer.pad_token_id)
+        logits = model(
+            input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
+        ).logits
+        predicted = logits.argmax(dim=-1).cpu()
+        labels = batch["labels"]
+        # Position t predicts token t+1.
+        targets, guesses = labels[:, 1:], predicted[:, :-1]
+        scored = targets != -100
+        hits = ((guesses == targets) | ~scored).all(dim=1)
+        correct[start : start + len(indices)] = hits.numpy()
+    model.train(was_training)
+    return correct
+
+
+def exact_match_by_group(correct: np.ndarray, groups: Sequence[str]) -> dict[str, float]:
+    """Accuracy in percentage points for every group label."""
+    totals: dict[str, list[bool]] = defaultdict(list)
+    for hit, group in zip(correct, groups, strict=True):
+        totals[group].append(bool(hit))
+    return {group: 100.0 * float(np.mean(hits)) for group, hits in sorted(totals.items())}

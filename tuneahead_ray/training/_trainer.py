@@ -1,0 +1,130 @@
+"""LoRA adapters on a loaded base model and a step-at-a-time trainer that honours every hyperparameter.
+
+The same trainer runs a full fine-tune and a K-step probe, so a probe is literally the first K steps of the
+candidate's own run.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import PreTrainedModel, get_scheduler
+
+from tuneahead_ray.schemas import HyperParams
+from tuneahead_ray.training._encode import EncodedPairs, collate
+
+__all__ = ["StepRecord", "StepTrainer", "attach_adapter", "detach_adapter", "lora_config"]
+
+
+def lora_config(hp: HyperParams) -> LoraConfig:
+    """The peft config of the candidate's adapter."""
+    return LoraConfig(
+        r=hp.lora_r,
+        lora_alpha=hp.lora_alpha,
+        lora_dropout=hp.lora_dropout,
+        target_modules=list(hp.target_modules),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+def attach_adapter(model: PreTrainedModel, hp: HyperParams) -> PeftModel:
+    """Wrap the base model with a fresh, seeded LoRA adapter; only adapter weights are trainable."""
+    torch.manual_seed(hp.seed)
+    return get_peft_model(model, lora_config(hp))
+
+
+def detach_adapter(model: PeftModel) -> PreTrainedModel:
+    """Remove the adapter without merging it, handing back the untouched base model."""
+    return model.unload()
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """What one optimizer step saw: its loss, the gradient norm before clipping, the lr it used, its tokens."""
+
+    step: int
+    loss: float
+    grad_norm: float
+    lr: float
+    tokens: int
+
+    @property
+    def finite(self) -> bool:
+        return math.isfinite(self.loss) and math.isfinite(self.grad_norm)
+
+
+class StepTrainer:
+    """AdamW, lr schedule and clipping on the parameters that require grad; shuffled epochs; one step() at a time."""
+
+    def __init__(
+        self,
+        model: PreTrainedModel | PeftModel,
+        pairs: EncodedPairs,
+        hp: HyperParams,
+        total_steps: int,
+        pad_id: int,
+    ):
+        if len(pairs) == 0:
+            raise ValueError("cannot train on an empty dataset")
+        self.model = model
+        self.pairs = pairs
+        self.hp = hp
+        self.total_steps = total_steps
+        self.pad_id = pad_id
+        self.device = next(model.parameters()).device
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.params, lr=hp.lr, weight_decay=hp.weight_decay)
+        self.scheduler = get_scheduler(
+            hp.lr_schedule,
+            self.optimizer,
+            num_warmup_steps=round(hp.warmup_ratio * total_steps),
+            num_training_steps=total_steps,
+        )
+        self._rng = np.random.default_rng(hp.seed)
+        self._order: np.ndarray = np.empty(0, dtype=np.int64)
+        self._cursor = 0
+        self.steps_done = 0
+        model.train()
+
+    def _next_indices(self) -> list[int]:
+        """The next batch in the current epoch's permutation, drawing a new permutation when it runs out."""
+        batch: list[int] = []
+        while len(batch) < self.hp.batch_size:
+            if self._cursor >= len(self._order):
+                self._order = self._rng.permutation(len(self.pairs))
+                self._cursor = 0
+            take = self._order[self._cursor : self._cursor + self.hp.batch_size - len(batch)]
+            batch.extend(int(i) for i in take)
+            self._cursor += len(take)
+        return batch
+
+    def next_batch(self) -> dict[str, torch.Tensor]:
+        batch = collate(self.pairs, self._next_indices(), self.pad_id)
+        return {key: value.to(self.device) for key, value in batch.items()}
+
+    def loss_on(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.model(**batch).loss
+
+    def step(self) -> StepRecord:
+        """One optimizer step; a non-finite loss or gradient is recorded and the update skipped."""
+        batch = self.next_batch()
+        lr = self.scheduler.get_last_lr()[0]
+        loss = self.loss_on(batch)
+        tokens = int(batch["attention_mask"].sum())
+        self.steps_done += 1
+        if not torch.isfinite(loss):
+            self.optimizer.zero_grad(set_to_none=True)
+            return StepRecord(self.steps_done, float("nan"), float("nan"), lr, tokens)
+        loss.backward()
+        max_norm = self.hp.max_grad_norm if self.hp.max_grad_norm is not None else float("inf")
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, max_norm))
+        if math.isfinite(grad_norm):
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        return StepRecord(self.steps_done, float(loss.detach()), grad_norm, lr, tokens)

@@ -6,12 +6,16 @@ candidate's own run.
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
+from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel, get_scheduler
 
 from tuneahead_ray.schemas import HyperParams
@@ -86,7 +90,7 @@ class StepTrainer:
             num_training_steps=total_steps,
         )
         self._rng = np.random.default_rng(hp.seed)
-        self._order: np.ndarray = np.empty(0, dtype=np.int64)
+        self._order: np.ndarray = self._rng.permutation(len(pairs))
         self._cursor = 0
         self.steps_done = 0
         model.train()
@@ -103,6 +107,10 @@ class StepTrainer:
             self._cursor += len(take)
         return batch
 
+    def unvisited_this_epoch(self, count: int) -> list[int]:
+        """The last ``count`` indices of the current epoch's order: rows the coming steps reach last."""
+        return [int(i) for i in self._order[max(self._cursor, len(self._order) - count) :]]
+
     def next_batch(self) -> dict[str, torch.Tensor]:
         batch = collate(self.pairs, self._next_indices(), self.pad_id)
         return {key: value.to(self.device) for key, value in batch.items()}
@@ -110,8 +118,12 @@ class StepTrainer:
     def loss_on(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.model(**batch).loss
 
-    def step(self) -> StepRecord:
-        """One optimizer step; a non-finite loss or gradient is recorded and the update skipped."""
+    def step(self, inspect: Callable[[StepTrainer, dict[str, torch.Tensor], float], None] | None = None) -> StepRecord:
+        """One optimizer step; a non-finite loss or gradient is recorded and the update skipped.
+
+        ``inspect(trainer, batch, loss)`` runs after the backward pass and before the update, with the gradients
+        in place; a probe uses it to measure without changing the trajectory.
+        """
         batch = self.next_batch()
         lr = self.scheduler.get_last_lr()[0]
         loss = self.loss_on(batch)
@@ -123,8 +135,61 @@ class StepTrainer:
         loss.backward()
         max_norm = self.hp.max_grad_norm if self.hp.max_grad_norm is not None else float("inf")
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, max_norm))
+        if inspect is not None and math.isfinite(grad_norm):
+            inspect(self, batch, float(loss.detach()))
         if math.isfinite(grad_norm):
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         return StepRecord(self.steps_done, float(loss.detach()), grad_norm, lr, tokens)
+
+    def save_state(self, directory: str | Path) -> Path:
+        """Adapter weights, optimizer moments, schedule and data position, so a run can resume exactly here.
+
+        Tensors go to safetensors and the rest to JSON: nothing is pickled.
+        """
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        tensors = {f"param.{i}": p.detach().cpu().contiguous() for i, p in enumerate(self.params)}
+        for i, p in enumerate(self.params):
+            for key, value in self.optimizer.state.get(p, {}).items():
+                tensors[f"optim.{i}.{key}"] = (
+                    torch.as_tensor(value).detach().cpu().reshape(-1 if key == "step" else value.shape)
+                )
+        tensors["torch_rng"] = torch.get_rng_state()
+        save_file(tensors, str(out / "trainer_state.safetensors"))
+        meta = {
+            "steps_done": self.steps_done,
+            "total_steps": self.total_steps,
+            "cursor": self._cursor,
+            "order": self._order.tolist(),
+            "numpy_rng": self._rng.bit_generator.state,
+            # The schedule's lambdas are code, rebuilt from hp on restore; only their position is state.
+            "scheduler": {**self.scheduler.state_dict(), "lr_lambdas": [None] * len(self.optimizer.param_groups)},
+            "hp": self.hp.model_dump(mode="json"),
+        }
+        (out / "trainer_state.json").write_text(json.dumps(meta), encoding="utf-8")
+        return out
+
+    def restore_state(self, directory: str | Path) -> None:
+        """Continue from ``save_state``: same weights, moments, lr position and next batch."""
+        source = Path(directory)
+        meta = json.loads((source / "trainer_state.json").read_text(encoding="utf-8"))
+        if HyperParams.model_validate(meta["hp"]) != self.hp or meta["total_steps"] != self.total_steps:
+            raise ValueError(f"{source}: saved state belongs to a different run (hyperparameters or length differ)")
+        tensors = load_file(str(source / "trainer_state.safetensors"))
+        with torch.no_grad():
+            for i, p in enumerate(self.params):
+                p.copy_(tensors[f"param.{i}"].to(p.device))
+                moments = {k.rsplit(".", 1)[1]: v for k, v in tensors.items() if k.startswith(f"optim.{i}.")}
+                if moments:
+                    moments["step"] = moments["step"].reshape(())
+                    self.optimizer.state[p] = {k: v.to(p.device) if k != "step" else v for k, v in moments.items()}
+        torch.set_rng_state(tensors["torch_rng"])
+        self.scheduler.load_state_dict(meta["scheduler"])
+        for group, lr in zip(self.optimizer.param_groups, self.scheduler.get_last_lr(), strict=True):
+            group["lr"] = lr
+        self._rng.bit_generator.state = meta["numpy_rng"]
+        self._order = np.asarray(meta["order"], dtype=np.int64)
+        self._cursor = meta["cursor"]
+        self.steps_done = meta["steps_done"]

@@ -1,0 +1,84 @@
+"""Trajectory features: the dynamic half of a candidate's meta-feature vector, computed from a probe's record."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from tuneahead_ray.probe._probe import ProbeTrace
+from tuneahead_ray.probe._spec import ProbeSpec
+
+__all__ = ["PROBE_FEATURES", "trajectory_features"]
+
+#: Feature names, in the order the predictor sees them.
+PROBE_FEATURES: tuple[str, ...] = (
+    "probe_initial_loss",
+    "probe_final_loss",
+    "probe_loss_slope",
+    "probe_decay_ratio",
+    "probe_loss_var",
+    "probe_grad_norm_mean",
+    "probe_grad_norm_var",
+    "probe_grad_norm_max",
+    "probe_grad_consistency",
+    "probe_grad_sparsity",
+    "probe_param_change",
+    "probe_flatness",
+    "probe_heldout_before",
+    "probe_heldout_after",
+    "probe_heldout_delta",
+    "probe_lr_mean",
+    "probe_diverged",
+)
+
+_EDGE = 3  # steps averaged for the initial and the final loss
+
+
+def _mean(values: list[float] | np.ndarray) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
+def _log_loss_slope(losses: np.ndarray) -> float:
+    """Slope of a least-squares line through log(loss) over the step index (negative = learning)."""
+    positive = losses[np.isfinite(losses) & (losses > 0)]
+    if len(positive) < 2:
+        return float("nan")
+    return float(np.polyfit(np.arange(len(positive)), np.log(positive), 1)[0])
+
+
+def _diverged(losses: np.ndarray, grad_norms: list[float], heldout_after: float, spec: ProbeSpec) -> bool:
+    """NaN/inf anywhere, or the loss ending far above the first step's loss (a blow-up)."""
+    if len(losses) == 0 or not np.all(np.isfinite(losses)) or not math.isfinite(heldout_after):
+        return True
+    if not all(math.isfinite(g) for g in grad_norms):
+        return True
+    return float(np.mean(losses[-_EDGE:])) > spec.blowup_factor * max(float(losses[0]), 1e-6)
+
+
+def trajectory_features(trace: ProbeTrace, spec: ProbeSpec) -> dict[str, float]:
+    """All of ``PROBE_FEATURES`` for one probe; NaN where the probe died before a quantity existed."""
+    losses = np.asarray(trace.losses, dtype=float)
+    grads = np.asarray([g for g in trace.grad_norms if math.isfinite(g)], dtype=float)
+    initial = _mean(losses[:_EDGE])
+    final = _mean(losses[-_EDGE:])
+    return {
+        "probe_initial_loss": initial,
+        "probe_final_loss": final,
+        "probe_loss_slope": _log_loss_slope(losses),
+        "probe_decay_ratio": final / initial if initial > 0 else float("nan"),
+        "probe_loss_var": float(np.var(losses[np.isfinite(losses)])) if np.isfinite(losses).any() else float("nan"),
+        "probe_grad_norm_mean": float(grads.mean()) if len(grads) else float("nan"),
+        "probe_grad_norm_var": float(grads.var()) if len(grads) else float("nan"),
+        "probe_grad_norm_max": float(grads.max()) if len(grads) else float("nan"),
+        "probe_grad_consistency": _mean(trace.consistency),
+        "probe_grad_sparsity": _mean(trace.sparsity),
+        "probe_param_change": trace.param_change[-1] if trace.param_change else float("nan"),
+        "probe_flatness": _mean(trace.flatness),
+        "probe_heldout_before": trace.heldout_before,
+        "probe_heldout_after": trace.heldout_after,
+        "probe_heldout_delta": trace.heldout_after - trace.heldout_before,
+        "probe_lr_mean": _mean(trace.lrs),
+        "probe_diverged": float(_diverged(losses, trace.grad_norms, trace.heldout_after, spec)),
+    }

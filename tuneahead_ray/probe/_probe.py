@@ -1,0 +1,117 @@
+"""Run the probe: the candidate's own first K steps, with gradient and landscape measurements on the side.
+
+Measurements run in eval mode with their own random generator, so the probe's trajectory is exactly the first K
+steps of the full run (a GO run can resume from the probe's saved state).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from tuneahead_ray.probe._spec import ProbeSpec
+from tuneahead_ray.training import StepTrainer, collate
+
+__all__ = ["ProbeTrace", "run_probe"]
+
+
+@dataclass
+class ProbeTrace:
+    """Everything the probe recorded: per-step series and the interval measurements."""
+
+    total_steps: int
+    losses: list[float] = field(default_factory=list)
+    grad_norms: list[float] = field(default_factory=list)
+    lrs: list[float] = field(default_factory=list)
+    tokens: int = 0
+    consistency: list[float] = field(default_factory=list)
+    sparsity: list[float] = field(default_factory=list)
+    param_change: list[float] = field(default_factory=list)
+    flatness: list[float] = field(default_factory=list)
+    heldout_before: float = float("nan")
+    heldout_after: float = float("nan")
+    seconds: float = 0.0
+
+
+def _flat_grad(params: list[torch.nn.Parameter]) -> torch.Tensor:
+    return torch.cat([p.grad.detach().reshape(-1).float() for p in params if p.grad is not None])
+
+
+def _hoyer_sparsity(vector: torch.Tensor) -> float:
+    """Hoyer's measure: 0 for a dense, equal-magnitude vector, 1 for a single non-zero entry."""
+    n = vector.numel()
+    l2 = float(vector.norm())
+    if n < 2 or l2 == 0.0:
+        return float("nan")
+    root = n**0.5
+    return (root - float(vector.abs().sum()) / l2) / (root - 1)
+
+
+@torch.no_grad()
+def _eval_loss(trainer: StepTrainer, batch: dict[str, torch.Tensor]) -> float:
+    was_training = trainer.model.training
+    trainer.model.eval()
+    loss = float(trainer.loss_on(batch))
+    trainer.model.train(was_training)
+    return loss
+
+
+@torch.no_grad()
+def _perturbed_loss_change(
+    trainer: StepTrainer, batch: dict[str, torch.Tensor], loss: float, radius: float, generator: torch.Generator
+) -> float:
+    """Loss change when every adapter tensor moves by Gaussian noise of std ``radius`` x its RMS.
+
+    ``loss`` is the step's own loss on ``batch``; it equals the eval-mode loss unless the adapter has dropout.
+    """
+    before = loss if trainer.hp.lora_dropout == 0 else _eval_loss(trainer, batch)
+    noises = []
+    for p in trainer.params:
+        scale = radius * max(float(p.detach().float().pow(2).mean().sqrt()), 1e-3)
+        noise = torch.randn(p.shape, generator=generator, dtype=torch.float32).to(p.device, p.dtype) * scale
+        p.add_(noise)
+        noises.append(noise)
+    after = _eval_loss(trainer, batch)
+    for p, noise in zip(trainer.params, noises, strict=True):
+        p.sub_(noise)
+    return after - before
+
+
+def run_probe(trainer: StepTrainer, steps: int, spec: ProbeSpec) -> ProbeTrace:
+    """Run ``steps`` steps of ``trainer`` (a fresh candidate run) and record the probe's measurements."""
+    started = time.perf_counter()
+    trace = ProbeTrace(total_steps=trainer.total_steps)
+    heldout = collate(trainer.pairs, trainer.unvisited_this_epoch(spec.heldout_size), trainer.pad_id)
+    heldout = {key: value.to(trainer.device) for key, value in heldout.items()}
+    trace.heldout_before = _eval_loss(trainer, heldout)
+    start_params = [p.detach().clone() for p in trainer.params]
+    generator = torch.Generator().manual_seed(trainer.hp.seed)
+    previous: dict[str, torch.Tensor] = {}
+
+    def measure(tr: StepTrainer, batch: dict[str, torch.Tensor], loss: float) -> None:
+        step = tr.steps_done
+        if step % spec.interval == spec.interval - 1:
+            previous["grad"] = _flat_grad(tr.params)
+        elif step % spec.interval == 0:
+            grad = _flat_grad(tr.params)
+            if "grad" in previous:
+                cosine = torch.nn.functional.cosine_similarity(grad, previous.pop("grad"), dim=0)
+                trace.consistency.append(float(cosine))
+            trace.sparsity.append(_hoyer_sparsity(grad))
+            moved = zip(tr.params, start_params, strict=True)
+            trace.param_change.append(sum(float((p.detach() - p0).float().pow(2).sum()) for p, p0 in moved) ** 0.5)
+            trace.flatness.append(_perturbed_loss_change(tr, batch, loss, spec.flatness_radius, generator))
+
+    for _ in range(steps):
+        record = trainer.step(inspect=measure)
+        trace.losses.append(record.loss)
+        trace.grad_norms.append(record.grad_norm)
+        trace.lrs.append(record.lr)
+        trace.tokens += record.tokens
+        if not record.finite:
+            break
+    trace.heldout_after = _eval_loss(trainer, heldout)
+    trace.seconds = time.perf_counter() - started
+    return trace

@@ -1,0 +1,33 @@
+"""The standardized probe protocol: how many of the candidate's own first steps to run, and what to measure."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = ["ProbeSpec"]
+
+
+class ProbeSpec(BaseModel):
+    """Probe = the first K optimizer steps of the candidate's own LoRA run, with extra measurements."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    fraction: float = Field(0.05, gt=0, le=1, description="K as a share of the full run's steps.")
+    min_steps: int = Field(20, ge=2, description="Floor on K, so short runs still give a trajectory.")
+    max_steps: int = Field(100, ge=2, description="Cap on K (the paper probes 100 steps).")
+    interval: int = Field(10, ge=2, description="Every this many steps: gradient consistency, sparsity, flatness.")
+    flatness_radius: float = Field(
+        0.05, gt=0, le=1, description="Perturbation std relative to each adapter tensor's RMS (landscape flatness)."
+    )
+    heldout_size: int = Field(32, ge=1, description="Rows the probe reaches last, scored before and after it.")
+    blowup_factor: float = Field(3.0, gt=1, description="Loss above this multiple of the initial loss = diverged.")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> ProbeSpec:
+        if self.min_steps > self.max_steps:
+            raise ValueError(f"min_steps ({self.min_steps}) must be <= max_steps ({self.max_steps})")
+        return self
+
+    def steps_for(self, total_steps: int) -> int:
+        """K for a run of ``total_steps``: fraction of it, within [min_steps, max_steps], never beyond the run."""
+        return min(total_steps, max(self.min_steps, min(self.max_steps, round(self.fraction * total_steps))))

@@ -1,0 +1,129 @@
+"""The candidate grid: a YAML spec of model, datasets, a hyperparameter space and a probe spec, and its expansion.
+
+Axes may be a single value, a list, ``{range: [lo, hi], num: n}`` (evenly spaced) or ``{log_range: [lo, hi],
+num: n}`` (log-spaced); ``samples: N`` draws N random points of the product instead of taking all of it.
+Expansion is deterministic, and candidates with equal content (same id) are merged.
+"""
+
+from __future__ import annotations
+
+import glob
+import itertools
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from tuneahead_ray.modeling import DEFAULT_MODEL
+from tuneahead_ray.probe import ProbeSpec
+from tuneahead_ray.schemas import Candidate, DatasetFormat, DatasetRef, HyperParams
+from tuneahead_ray.yaml_config import ConfigError, load_yaml_model
+
+__all__ = ["GridSpec", "RangeAxis", "expand_grid", "load_grid"]
+
+_HP_FIELDS = tuple(HyperParams.model_fields)
+
+
+class RangeAxis(BaseModel):
+    """``num`` values from ``lo`` to ``hi`` inclusive, linearly or log spaced."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    range: tuple[float, float] | None = None
+    log_range: tuple[float, float] | None = None
+    num: int = Field(ge=1, le=10_000)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> RangeAxis:
+        if (self.range is None) == (self.log_range is None):
+            raise ValueError("give exactly one of 'range' or 'log_range'")
+        if self.log_range is not None and min(self.log_range) <= 0:
+            raise ValueError("log_range bounds must be > 0")
+        return self
+
+    def values(self) -> list[float]:
+        if self.log_range is not None:
+            return [float(v) for v in np.geomspace(*self.log_range, self.num)]
+        return [float(v) for v in np.linspace(*self.range, self.num)]
+
+
+class GridSpec(BaseModel):
+    """What to screen. Paths are relative to the grid file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(DEFAULT_MODEL, description="Base model directory (HF layout) or 'default'.")
+    datasets: list[str] = Field(min_length=1, description="Dataset files or glob patterns.")
+    format: DatasetFormat = "auto"
+    hp: dict[str, Any] = Field(default_factory=dict, description="Hyperparameter axes; unset ones keep defaults.")
+    samples: int | None = Field(None, ge=1, description="Random points of the product instead of all of it.")
+    seed: int = Field(0, ge=0, description="Seed of the random sample.")
+    probe: ProbeSpec = Field(default_factory=ProbeSpec)
+    device: str = Field("auto", description="auto, cpu or cuda.")
+    output_dir: str = Field("tuneahead-out", description="Where results, checkpoints and reports go.")
+
+    @field_validator("hp")
+    @classmethod
+    def _known_axes(cls, axes: dict[str, Any]) -> dict[str, Any]:
+        for key, axis in axes.items():
+            if key not in _HP_FIELDS:
+                raise ValueError(f"unknown hyperparameter {key!r}; known: {list(_HP_FIELDS)}")
+            for value in _axis_values(key, axis):
+                try:
+                    HyperParams(**{key: value})
+                except ValidationError as err:
+                    raise ValueError(f"hp.{key} value {value!r}: {err.errors()[0]['msg']}") from None
+        return axes
+
+
+def _axis_values(key: str, axis: Any) -> list[Any]:
+    if isinstance(axis, dict):
+        try:
+            return RangeAxis.model_validate(axis).values()
+        except ValidationError as err:
+            raise ValueError(f"hp.{key}: {err.errors()[0]['msg']}") from None
+    if key == "target_modules":  # a list of modules is one value; a list of lists is an axis
+        return list(axis) if axis and isinstance(axis[0], list | tuple) else [axis]
+    return list(axis) if isinstance(axis, list) else [axis]
+
+
+def _dataset_paths(grid: GridSpec, base_dir: Path) -> list[Path]:
+    paths: list[Path] = []
+    for pattern in grid.datasets:
+        full = str(base_dir / Path(pattern).expanduser())
+        matches = sorted(glob.glob(full)) if glob.has_magic(full) else [full]
+        if not matches:
+            raise ConfigError(f"datasets: pattern {pattern!r} matches no file (relative to {base_dir})")
+        for match in matches:
+            if not Path(match).is_file():
+                raise ConfigError(f"datasets: {match} does not exist")
+        paths.extend(Path(m).resolve() for m in matches)
+    return list(dict.fromkeys(paths))
+
+
+def expand_grid(grid: GridSpec, base_dir: str | Path = ".") -> list[Candidate]:
+    """Every candidate of the grid in a stable order, duplicates (by content id) merged."""
+    axes = {key: _axis_values(key, axis) for key, axis in sorted(grid.hp.items())}
+    points = [dict(zip(axes, combo, strict=True)) for combo in itertools.product(*axes.values())]
+    if grid.samples is not None and grid.samples < len(points):
+        points = random.Random(grid.seed).sample(points, grid.samples)
+    model = grid.model if grid.model == DEFAULT_MODEL else str((Path(base_dir) / grid.model).resolve())
+    candidates: dict[str, Candidate] = {}
+    for path in _dataset_paths(grid, Path(base_dir)):
+        dataset = DatasetRef(path=path, format=grid.format)
+        fingerprint = dataset.fingerprint()
+        for point in points:
+            candidate = Candidate(model=model, dataset=dataset, hp=HyperParams(**point))
+            candidates.setdefault(candidate.candidate_id(fingerprint), candidate)
+    return list(candidates.values())
+
+
+def load_grid(path: str | Path) -> tuple[GridSpec, list[Candidate]]:
+    """Read, validate and expand a grid YAML; errors name the file and the key."""
+    grid = load_yaml_model(path, GridSpec)
+    try:
+        return grid, expand_grid(grid, Path(path).resolve().parent)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None

@@ -1,0 +1,137 @@
+"""The probe: spec bounds, trajectory features on hand-made traces, and real probes on the tiny model."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from pydantic import ValidationError
+
+from tuneahead_ray.probe import PROBE_FEATURES, ProbeSpec, ProbeTrace, ProbeWorker, trajectory_features
+from tuneahead_ray.probe._probe import _hoyer_sparsity
+from tuneahead_ray.schemas import Candidate, DatasetRef, HyperParams
+from tuneahead_ray.testbed import DataSpec, write_dataset
+from tuneahead_ray.training import StepTrainer, attach_adapter
+
+
+def test_probe_length_is_a_fraction_of_the_run_within_floor_and_cap() -> None:
+    spec = ProbeSpec(fraction=0.05, min_steps=20, max_steps=100)
+    assert spec.steps_for(1000) == 50
+    assert spec.steps_for(100) == 20  # floor
+    assert spec.steps_for(10_000) == 100  # cap
+    assert spec.steps_for(12) == 12  # never longer than the run itself
+
+
+def test_probe_spec_rejects_floor_above_cap() -> None:
+    with pytest.raises(ValidationError, match="min_steps"):
+        ProbeSpec(min_steps=50, max_steps=10)
+
+
+def _trace(losses: list[float], grad_norms: list[float] | None = None, heldout_after: float = 1.0) -> ProbeTrace:
+    return ProbeTrace(
+        total_steps=100,
+        losses=losses,
+        grad_norms=grad_norms or [1.0] * len(losses),
+        lrs=[1e-3] * len(losses),
+        heldout_before=1.5,
+        heldout_after=heldout_after,
+    )
+
+
+def test_log_loss_slope_and_decay_ratio_of_an_exponential_decay() -> None:
+    losses = [2.0 * math.exp(-0.1 * t) for t in range(20)]
+    features = trajectory_features(_trace(losses), ProbeSpec())
+    assert set(features) == set(PROBE_FEATURES)
+    assert features["probe_loss_slope"] == pytest.approx(-0.1, abs=1e-9)
+    assert features["probe_decay_ratio"] == pytest.approx(np.mean(losses[-3:]) / np.mean(losses[:3]))
+    assert features["probe_heldout_delta"] == pytest.approx(-0.5)
+    assert features["probe_diverged"] == 0.0
+
+
+@pytest.mark.parametrize(
+    "losses, grads, heldout",
+    [
+        ([1.0, 1.2, float("nan")], None, 1.0),  # NaN loss
+        ([1.0, 1.1, 1.2], [1.0, float("inf"), 1.0], 1.0),  # exploding gradient
+        ([1.0, 2.0, 5.0, 9.0, 12.0], None, 1.0),  # loss blow-up past 3x the first step
+        ([1.0, 0.9, 0.8], None, float("nan")),  # held-out loss non-finite after the probe
+    ],
+)
+def test_divergence_flag(losses: list[float], grads: list[float] | None, heldout: float) -> None:
+    assert trajectory_features(_trace(losses, grads, heldout), ProbeSpec())["probe_diverged"] == 1.0
+
+
+def test_hoyer_sparsity_extremes() -> None:
+    assert _hoyer_sparsity(torch.ones(100)) == pytest.approx(0.0, abs=1e-6)
+    one_hot = torch.zeros(100)
+    one_hot[3] = 5.0
+    assert _hoyer_sparsity(one_hot) == pytest.approx(1.0)
+
+
+@pytest.fixture(scope="module")
+def worker() -> ProbeWorker:
+    torch.set_num_threads(1)
+    return ProbeWorker("default", "cpu")
+
+
+@pytest.fixture(scope="module")
+def clean_data(tmp_path_factory: pytest.TempPathFactory) -> DatasetRef:
+    path = write_dataset(DataSpec(size=600, seed=5), tmp_path_factory.mktemp("probe") / "clean.jsonl")
+    return DatasetRef(path=path)
+
+
+def _candidate(data: DatasetRef, **hp: object) -> Candidate:
+    fields = {"lr": 3e-3, "max_steps": 200, "max_seq_len": 64, "lora_r": 4, "lora_alpha": 8, **hp}
+    return Candidate(model="default", dataset=data, hp=HyperParams(**fields))
+
+
+@pytest.mark.slow
+def test_base_weights_are_bit_identical_after_ten_probes(worker: ProbeWorker, clean_data: DatasetRef) -> None:
+    before = {k: v.clone() for k, v in worker.model.state_dict().items()}
+    spec = ProbeSpec(min_steps=5, max_steps=5)
+    for seed in range(10):
+        result = worker.probe(_candidate(clean_data, seed=seed, lr=10 ** (-4 + seed / 4)), spec)
+        assert result.probe_steps > 0
+    after = worker.model.state_dict()
+    assert list(after) == list(before)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert not any("lora" in name for name, _ in worker.model.named_modules())
+
+
+@pytest.mark.slow
+def test_diverging_lr_is_a_flagged_result_not_an_exception(worker: ProbeWorker, clean_data: DatasetRef) -> None:
+    result = worker.probe(_candidate(clean_data, lr=10.0, max_grad_norm=None), ProbeSpec(min_steps=20, max_steps=20))
+    assert result.diverged
+    assert result.features["probe_diverged"] == 1.0
+    sound = worker.probe(_candidate(clean_data), ProbeSpec(min_steps=20, max_steps=20))
+    assert not sound.diverged
+    assert sound.features["probe_final_loss"] < sound.features["probe_initial_loss"]
+
+
+@pytest.mark.slow
+def test_probe_is_the_first_k_steps_of_the_run_and_a_go_run_resumes_from_it(
+    worker: ProbeWorker, clean_data: DatasetRef, tmp_path
+) -> None:
+    candidate = _candidate(clean_data, max_steps=30, lora_dropout=0.1)
+    spec = ProbeSpec(min_steps=10, max_steps=10, interval=2)
+    probe = worker.probe(candidate, spec, state_dir=str(tmp_path / "state"))
+    assert probe.state_dir is not None
+
+    from tuneahead_ray.training import detach_adapter
+
+    def fresh_trainer() -> StepTrainer:
+        adapted = attach_adapter(worker.model, candidate.hp)
+        return StepTrainer(adapted, worker._encoded(candidate), candidate.hp, 30, worker.tokenizer.pad_token_id)
+
+    straight = fresh_trainer()
+    losses = [straight.step().loss for _ in range(30)]
+    worker.model = detach_adapter(straight.model)
+    resumed = fresh_trainer()
+    resumed.restore_state(probe.state_dir)
+    continued = [resumed.step().loss for _ in range(20)]
+    worker.model = detach_adapter(resumed.model)
+    # The probe's measurements did not perturb the trajectory: the resumed run matches the uninterrupted one.
+    assert continued == pytest.approx(losses[10:], abs=1e-6)
+    assert probe.features["probe_initial_loss"] == pytest.approx(np.mean(losses[:3]), abs=1e-6)

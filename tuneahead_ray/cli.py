@@ -8,7 +8,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from tuneahead_ray.modeling import DEFAULT_MODEL, default_model_dir
+from tuneahead_ray.modeling import DEFAULT_MODEL, default_model_dir, default_proxy_dir
 from tuneahead_ray.schemas import Candidate, DatasetRef, HyperParams
 from tuneahead_ray.yaml_config import load_yaml_model
 
@@ -91,9 +91,101 @@ def _cmd_make_data(args: argparse.Namespace) -> int:
 def _cmd_build_base(args: argparse.Namespace) -> int:
     from tuneahead_ray.testbed._base_model import build_base
 
-    out = build_base(args.out, steps=args.steps, seed=args.seed)
+    out = args.out or (default_model_dir() if args.size == "base" else default_proxy_dir())
+    out = build_base(out, steps=args.steps, seed=args.seed, size=args.size)
     print(f"saved the tiny Qwen2 to {out}")
     return 0
+
+
+class _StageBars:
+    """One tqdm bar per pipeline stage, with counts and rates."""
+
+    def __init__(self) -> None:
+        self.bars: dict = {}
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        from tqdm.auto import tqdm
+
+        if stage not in self.bars:
+            self.bars[stage] = tqdm(total=total, desc=stage, unit="item", file=sys.stderr, dynamic_ncols=True)
+        bar = self.bars[stage]
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+
+
+def _init_ray(args: argparse.Namespace) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    if args.address:
+        ray.init(address=args.address, log_to_driver=False)
+    else:
+        ray.init(num_cpus=args.num_cpus, num_gpus=args.num_gpus, include_dashboard=False, log_to_driver=False)
+
+
+def _cmd_features(args: argparse.Namespace) -> int:
+    from tuneahead_ray.features import compute_features
+    from tuneahead_ray.grid import load_grid
+    from tuneahead_ray.workers import PoolConfig
+
+    grid, candidates = load_grid(args.grid)
+    out = args.out or Path(grid.output_dir) / "features.parquet"
+    print(f"{len(candidates)} candidates from {args.grid}", file=sys.stderr)
+    _init_ray(args)
+    config = PoolConfig(num_workers=args.workers, gpus_per_worker=args.gpus_per_worker, device=grid.device)
+    table, failures = compute_features(
+        candidates,
+        out,
+        model=grid.model,
+        spec=grid.probe,
+        pool_config=config,
+        cache_dir=Path(out).parent / "cache",
+        on_progress=_StageBars(),
+    )
+    print(f"wrote {table.num_rows} rows to {out}")
+    for failure in failures:
+        print(f"failed: {failure.key}: {failure.error}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def _cmd_corpus_build(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from tuneahead_ray.corpus import build_corpus
+    from tuneahead_ray.modeling import resolve_model_dir
+    from tuneahead_ray.workers import PoolConfig
+
+    proxy = None if args.no_proxy else str(resolve_model_dir(args.proxy_model or default_proxy_dir()))
+    _init_ray(args)
+    bar = tqdm(desc="corpus runs", unit="run", file=sys.stderr, dynamic_ncols=True)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    table, failures = build_corpus(
+        args.runs,
+        args.out,
+        seed=args.seed,
+        proxy_model=proxy,
+        pool_config=PoolConfig(num_workers=args.workers, gpus_per_worker=args.gpus_per_worker, device=args.device),
+        on_progress=progress,
+    )
+    bar.close()
+    print(f"corpus at {Path(args.out) / 'corpus.parquet'}: {table.num_rows} runs")
+    for failure in failures:
+        print(f"failed: {failure.key}: {failure.error}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def _add_ray_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--address", help="Ray cluster address (e.g. auto); default starts a local Ray")
+    parser.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all)")
+    parser.add_argument("--num-gpus", type=int, help="GPUs of the local Ray (default: detected)")
+    parser.add_argument("--workers", type=int, help="probe actors (default: one per GPU, else per CPU)")
+    parser.add_argument("--gpus-per-worker", type=float, default=1.0, help="a fraction packs small models")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -108,6 +200,23 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     run.add_argument("--out", type=Path, help="also write the JSON result here")
     run.set_defaults(func=_cmd_run)
+
+    features = sub.add_parser("features", help="meta-feature rows (static + probe + hp) for every grid candidate")
+    features.add_argument("--grid", type=Path, required=True, help="grid YAML")
+    features.add_argument("--out", type=Path, help="Parquet output (default: <output_dir>/features.parquet)")
+    _add_ray_args(features)
+    features.set_defaults(func=_cmd_features)
+
+    corpus = sub.add_parser("corpus", help="the corpus of completed runs").add_subparsers(dest="corpus", required=True)
+    corpus_build = corpus.add_parser("build", help="sample testbed runs; compute features + ground truth (resumable)")
+    corpus_build.add_argument("--runs", type=int, required=True, help="corpus size (existing runs are kept)")
+    corpus_build.add_argument("--out", type=Path, required=True, help="directory of corpus.parquet")
+    corpus_build.add_argument("--seed", type=int, default=0, help="seed of the run sample")
+    corpus_build.add_argument("--device", default="cpu")
+    corpus_build.add_argument("--proxy-model", help="proxy model dir for the ProxyLM baseline (default: embedded)")
+    corpus_build.add_argument("--no-proxy", action="store_true", help="skip the proxy fine-tunes")
+    _add_ray_args(corpus_build)
+    corpus_build.set_defaults(func=_cmd_corpus_build)
 
     demo = sub.add_parser("demo", help="fine-tune the embedded model on a clean testbed dataset, print the score")
     demo.add_argument("--size", type=int, default=4000)
@@ -130,7 +239,8 @@ def _parser() -> argparse.ArgumentParser:
     make.set_defaults(func=_cmd_make_data)
 
     build = testbed.add_parser("build-base", help="pretrain the embedded tiny Qwen2 (reproducible)")
-    build.add_argument("--out", type=Path, default=default_model_dir())
+    build.add_argument("--out", type=Path, help="default: the package's assets directory for that size")
+    build.add_argument("--size", choices=["base", "proxy"], default="base", help="proxy: the ProxyLM baseline's model")
     build.add_argument("--steps", type=int, default=1000)
     build.add_argument("--seed", type=int, default=0)
     build.set_defaults(func=_cmd_build_base)

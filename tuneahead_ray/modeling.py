@@ -12,6 +12,7 @@ __all__ = [
     "DEFAULT_MODEL",
     "ModelDirError",
     "default_model_dir",
+    "default_proxy_dir",
     "resolve_device",
     "resolve_model_dir",
     "load_model",
@@ -29,6 +30,11 @@ class ModelDirError(ValueError):
 def default_model_dir() -> Path:
     """The embedded tiny Qwen2 (built by ``tuneahead-ray testbed build-base``)."""
     return Path(__file__).resolve().parent / "testbed" / "assets" / "tiny-qwen2"
+
+
+def default_proxy_dir() -> Path:
+    """The even smaller proxy model of the ProxyLM-style baseline (``build-base --size proxy``)."""
+    return default_model_dir().with_name("tiny-qwen2-proxy")
 
 
 def resolve_model_dir(model: str | Path) -> Path:

@@ -20,7 +20,14 @@ from tuneahead_ray.schemas import HyperParams
 from tuneahead_ray.testbed._families import BENCHMARK_FAMILIES, OFF_TARGET_FAMILIES
 from tuneahead_ray.training import StepTrainer, encode_pairs
 
-__all__ = ["CHAT_TEMPLATE", "PRETRAIN_LEVEL_WEIGHTS", "build_base", "build_tokenizer", "tiny_qwen2_config"]
+__all__ = [
+    "CHAT_TEMPLATE",
+    "MODEL_SIZES",
+    "PRETRAIN_LEVEL_WEIGHTS",
+    "build_base",
+    "build_tokenizer",
+    "tiny_qwen2_config",
+]
 
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_end|>", "<|user|>", "<|assistant|>", "<|system|>")
 #: A compact Qwen-style template: one special token per role, ``<|im_end|>`` closes the answer.
@@ -53,14 +60,18 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
     return tokenizer
 
 
-def tiny_qwen2_config(tokenizer: PreTrainedTokenizerFast) -> Qwen2Config:
+#: Shapes of the embedded model and of the even smaller proxy the ProxyLM-style baseline fine-tunes.
+MODEL_SIZES = {
+    "base": {"hidden_size": 96, "intermediate_size": 256, "num_hidden_layers": 3, "num_attention_heads": 4},
+    "proxy": {"hidden_size": 48, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2},
+}
+
+
+def tiny_qwen2_config(tokenizer: PreTrainedTokenizerFast, size: str = "base") -> Qwen2Config:
     return Qwen2Config(
         vocab_size=len(tokenizer),
-        hidden_size=96,
-        intermediate_size=256,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        **MODEL_SIZES[size],
+        num_key_value_heads=MODEL_SIZES[size]["num_attention_heads"] // 2,
         max_position_embeddings=512,
         tie_word_embeddings=True,
         eos_token_id=tokenizer.eos_token_id,
@@ -80,14 +91,14 @@ def _pretraining_pairs(rng: random.Random, size: int) -> tuple[list[str], list[s
     return prompts, answers
 
 
-def build_base(out_dir: str | Path, steps: int = 1000, seed: int = 0, log_every: int = 250) -> Path:
+def build_base(out_dir: str | Path, steps: int = 1000, seed: int = 0, size: str = "base", log_every: int = 250) -> Path:
     """Pretrain the tiny Qwen2 from scratch on the CPU and save model + tokenizer to ``out_dir``.
 
     Deterministic for a given seed, torch version and thread count.
     """
     torch.manual_seed(seed)
     tokenizer = build_tokenizer()
-    model = Qwen2ForCausalLM(tiny_qwen2_config(tokenizer))
+    model = Qwen2ForCausalLM(tiny_qwen2_config(tokenizer, size))
     prompts, answers = _pretraining_pairs(random.Random(seed), PRETRAIN_EXAMPLES)
     pairs = encode_pairs(tokenizer, prompts, answers, max_seq_len=64)
     hp = HyperParams(lr=3e-3, batch_size=32, max_steps=steps, warmup_ratio=0.05, lr_schedule="cosine", seed=seed)

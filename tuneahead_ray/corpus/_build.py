@@ -1,0 +1,177 @@
+"""Building the corpus: for each sampled run, its meta-features and its ground truth, resumably, on Ray actors.
+
+One pass per run: the probe is the first K steps of the run's own trainer (measured as the probe), and the same
+trainer then continues to the full schedule, so the ground truth is exactly the run the probe saw the start of.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pyarrow as pa
+
+from tuneahead_ray.corpus._sampling import CorpusSpec, dominant_family, sample_corpus_specs
+from tuneahead_ray.descriptors import describe_table
+from tuneahead_ray.features import hp_features
+from tuneahead_ray.modeling import DEFAULT_MODEL, load_model, load_tokenizer, resolve_device
+from tuneahead_ray.probe import ProbeSpec, run_probe, trajectory_features
+from tuneahead_ray.store import ResultStore
+from tuneahead_ray.testbed import generate_records
+from tuneahead_ray.training import (
+    StepTrainer,
+    attach_adapter,
+    detach_adapter,
+    encode_pairs,
+    score_model,
+    testbed_benchmark,
+)
+from tuneahead_ray.workers import PoolConfig, WorkerFailure, WorkerPool
+
+__all__ = ["CorpusWorker", "build_corpus", "PROXY_MAX_STEPS"]
+
+#: The ProxyLM-style baseline fine-tunes a smaller proxy model on the same data for at most this many steps.
+PROXY_MAX_STEPS = 150
+
+
+def _table(spec: CorpusSpec) -> pa.Table:
+    records = generate_records(spec.data)
+    return pa.table(
+        {
+            "prompt": pa.array([r["messages"][0]["content"] for r in records], pa.string()),
+            "response": pa.array([r["messages"][1]["content"] for r in records], pa.string()),
+        }
+    )
+
+
+class CorpusWorker:
+    """Holds the base (and proxy) model once; ``run`` produces one complete corpus row."""
+
+    def __init__(self, model: str = DEFAULT_MODEL, proxy_model: str | None = None, device: str = "cpu"):
+        self.model_name = model
+        self.device = resolve_device(device)
+        self.tokenizer = load_tokenizer(model)
+        self.model = load_model(model, self.device)
+        self.benchmark = testbed_benchmark()
+        self.base_score, _ = score_model(self.model, self.tokenizer, self.benchmark)
+        self.proxy = load_model(proxy_model, self.device) if proxy_model else None
+        self.proxy_tokenizer = load_tokenizer(proxy_model) if proxy_model else None
+        self.proxy_base_score = (
+            score_model(self.proxy, self.proxy_tokenizer, self.benchmark)[0] if self.proxy is not None else None
+        )
+
+    def _proxy_score(self, table: pa.Table, spec: CorpusSpec) -> tuple[float, float]:
+        """Score of the proxy model fine-tuned on the same data with the run's hyperparameters (capped)."""
+        started = time.perf_counter()
+        pairs = encode_pairs(
+            self.proxy_tokenizer,
+            table.column("prompt").to_pylist(),
+            table.column("response").to_pylist(),
+            spec.hp.max_seq_len,
+        )
+        steps = min(PROXY_MAX_STEPS, spec.hp.total_steps(len(pairs)))
+        adapted = attach_adapter(self.proxy, spec.hp)
+        try:
+            trainer = StepTrainer(adapted, pairs, spec.hp, steps, self.proxy_tokenizer.pad_token_id)
+            for _ in range(steps):
+                if not trainer.step().finite:
+                    break
+            score, _ = score_model(adapted, self.proxy_tokenizer, self.benchmark)
+        finally:
+            self.proxy = detach_adapter(adapted)
+        return score, time.perf_counter() - started
+
+    def run(self, spec: CorpusSpec, probe_spec: ProbeSpec) -> dict:
+        table = _table(spec)
+        started = time.perf_counter()
+        static = describe_table(table, self.model_name, use_ray=False, sample_size=128, device=str(self.device))
+        descriptor_seconds = time.perf_counter() - started
+        hp = spec.hp
+        pairs = encode_pairs(
+            self.tokenizer, table.column("prompt").to_pylist(), table.column("response").to_pylist(), hp.max_seq_len
+        )
+        total = hp.total_steps(len(pairs))
+        adapted = attach_adapter(self.model, hp)
+        try:
+            trainer = StepTrainer(adapted, pairs, hp, total, self.tokenizer.pad_token_id)
+            probe_steps = probe_spec.steps_for(total)
+            trace = run_probe(trainer, probe_steps, probe_spec)
+            losses = list(trace.losses)
+            healthy = len(losses) == probe_steps and math.isfinite(losses[-1]) and math.isfinite(trace.grad_norms[-1])
+            started = time.perf_counter()
+            while healthy and trainer.steps_done < total:
+                record = trainer.step()
+                losses.append(record.loss)
+                healthy = record.finite
+            train_seconds = trace.seconds + time.perf_counter() - started
+            started = time.perf_counter()
+            score, per_family = score_model(adapted, self.tokenizer, self.benchmark)
+            eval_seconds = time.perf_counter() - started
+        finally:
+            self.model = detach_adapter(adapted)
+        proxy_score, proxy_seconds = self._proxy_score(table, spec) if self.proxy is not None else (None, None)
+        return {
+            "candidate_id": spec.run_id(),
+            "data_spec": spec.data.model_dump_json(),
+            "hp": hp.model_dump_json(),
+            "family_group": dominant_family(spec.data),
+            **{f"data_{k}": float(v) for k, v in spec.data.model_dump(exclude={"families", "seed"}).items()},
+            **static,
+            **trajectory_features(trace, probe_spec),
+            **hp_features(hp, len(pairs)),
+            "score": score,
+            "base_score": self.base_score,
+            "gain": score - self.base_score,
+            "per_family": json.dumps(per_family),
+            "loss_curve": losses,
+            "diverged": not healthy,
+            "num_examples": len(pairs),
+            "probe_steps": len(trace.losses),
+            "total_steps": total,
+            "probe_seconds": trace.seconds,
+            "train_seconds": train_seconds,
+            "eval_seconds": eval_seconds,
+            "descriptor_seconds": descriptor_seconds,
+            "proxy_score": proxy_score,
+            "proxy_base_score": self.proxy_base_score,
+            "proxy_seconds": proxy_seconds,
+        }
+
+
+def build_corpus(
+    runs: int,
+    out_dir: str | Path,
+    *,
+    seed: int = 0,
+    model: str = DEFAULT_MODEL,
+    proxy_model: str | None = None,
+    probe_spec: ProbeSpec | None = None,
+    pool_config: PoolConfig | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> tuple[pa.Table, list[WorkerFailure]]:
+    """Sample ``runs`` corpus runs and compute the missing ones into ``out_dir/corpus.parquet``; Ray must be up."""
+    store = ResultStore(Path(out_dir) / "corpus.parquet")
+    probe_spec = probe_spec or ProbeSpec()
+    todo = [spec for spec in sample_corpus_specs(runs, seed) if spec.run_id() not in store]
+    failures: list[WorkerFailure] = []
+    if todo:
+        config = pool_config or PoolConfig(device="cpu")
+        pool = WorkerPool(CorpusWorker, (model, proxy_model, config.device), config)
+        try:
+            jobs = ((spec.run_id(), (spec, probe_spec)) for spec in todo)
+            for done, (_, result) in enumerate(pool.map_unordered("run", jobs), start=1):
+                if isinstance(result, WorkerFailure):
+                    failures.append(result)
+                else:
+                    store.append(result)
+                if on_progress is not None:
+                    on_progress(done, len(todo))
+                if done % 50 == 0:
+                    store.flush()
+        finally:
+            pool.shutdown()
+    store.flush()
+    return store.table(), failures

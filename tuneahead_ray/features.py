@@ -1,0 +1,126 @@
+"""Meta-feature vectors of candidate runs: static descriptors + probe features + hyperparameters, one row each.
+
+``compute_features`` runs the descriptors once per distinct dataset (Ray Data), the probes on the actor pool, and
+appends every finished row to a checkpoint, so a killed run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import pyarrow as pa
+
+from tuneahead_ray.probe import ProbePool, ProbeResult, ProbeSpec
+from tuneahead_ray.schemas import LORA_TARGET_MODULES, LR_SCHEDULES, Candidate, HyperParams
+from tuneahead_ray.store import ResultStore
+from tuneahead_ray.workers import PoolConfig, WorkerFailure
+
+__all__ = ["HP_FEATURES", "hp_features", "feature_row", "compute_features"]
+
+HP_FEATURES: tuple[str, ...] = (
+    "hp_log10_lr",
+    "hp_lora_r",
+    "hp_lora_alpha",
+    "hp_lora_scale",
+    "hp_lora_dropout",
+    "hp_n_target_modules",
+    "hp_targets_mlp",
+    "hp_batch_size",
+    "hp_total_steps",
+    "hp_epochs_equiv",
+    "hp_warmup_ratio",
+    "hp_lr_schedule",
+    "hp_weight_decay",
+    "hp_max_seq_len",
+    "hp_max_grad_norm",
+)
+_MLP = {"gate_proj", "up_proj", "down_proj"}
+
+
+def hp_features(hp: HyperParams, num_examples: int) -> dict[str, float]:
+    """Hyperparameters as numbers; the schedule is an integer code (a categorical feature)."""
+    total = hp.total_steps(num_examples)
+    return {
+        "hp_log10_lr": math.log10(hp.lr),
+        "hp_lora_r": float(hp.lora_r),
+        "hp_lora_alpha": float(hp.lora_alpha),
+        "hp_lora_scale": hp.lora_alpha / hp.lora_r,
+        "hp_lora_dropout": hp.lora_dropout,
+        "hp_n_target_modules": float(len(hp.target_modules)) / len(LORA_TARGET_MODULES),
+        "hp_targets_mlp": float(bool(_MLP & set(hp.target_modules))),
+        "hp_batch_size": float(hp.batch_size),
+        "hp_total_steps": float(total),
+        "hp_epochs_equiv": total * hp.batch_size / max(num_examples, 1),
+        "hp_warmup_ratio": hp.warmup_ratio,
+        "hp_lr_schedule": float(LR_SCHEDULES.index(hp.lr_schedule)),
+        "hp_weight_decay": hp.weight_decay,
+        "hp_max_seq_len": float(hp.max_seq_len),
+        "hp_max_grad_norm": hp.max_grad_norm if hp.max_grad_norm is not None else float("nan"),  # NaN: no clipping
+    }
+
+
+def feature_row(candidate: Candidate, static: dict[str, float], probe: ProbeResult) -> dict:
+    """One output row: identity, every feature, and what the probe cost."""
+    return {
+        "candidate_id": probe.candidate_id,
+        "model": candidate.model,
+        "dataset": str(candidate.dataset.path),
+        "dataset_fingerprint": candidate.dataset.fingerprint(),
+        "hp": candidate.hp.model_dump_json(),
+        **static,
+        **probe.features,
+        **hp_features(candidate.hp, probe.num_examples),
+        "num_examples": probe.num_examples,
+        "truncated_examples": probe.truncated_examples,
+        "probe_steps": probe.probe_steps,
+        "total_steps": probe.total_steps,
+        "probe_tokens": probe.tokens,
+        "probe_seconds": probe.probe_seconds,
+        "probe_share": probe.probe_steps / probe.total_steps,
+        "diverged": probe.diverged,
+        "worker": probe.worker,
+    }
+
+
+def compute_features(
+    candidates: list[Candidate],
+    out_path: str | Path,
+    *,
+    model: str,
+    spec: ProbeSpec,
+    pool_config: PoolConfig | None = None,
+    cache_dir: str | Path | None = None,
+    on_progress: Callable[[str, int, int], None] | None = None,
+) -> tuple[pa.Table, list[WorkerFailure]]:
+    """Feature rows for every candidate, resuming from ``out_path``'s checkpoint; Ray must be initialised.
+
+    ``on_progress(stage, done, total)`` is called as descriptors and probes finish.
+    """
+    from tuneahead_ray.descriptors import compute_descriptors
+
+    store = ResultStore(out_path)
+    todo = [c for c in candidates if c.candidate_id(c.dataset.fingerprint()) not in store]
+    report = on_progress or (lambda stage, done, total: None)
+    datasets = {c.dataset.fingerprint(): c.dataset for c in todo}
+    static: dict[str, dict[str, float]] = {}
+    for done, (fingerprint, dataset) in enumerate(datasets.items(), start=1):
+        static[fingerprint] = compute_descriptors(dataset, model, cache_dir=cache_dir)
+        report("descriptors", done, len(datasets))
+    by_id = {c.candidate_id(c.dataset.fingerprint()): c for c in todo}
+    failures: list[WorkerFailure] = []
+    if todo:
+        pool = ProbePool(model, pool_config)
+        try:
+            for done, result in enumerate(pool.run(todo, spec), start=1):
+                if isinstance(result, WorkerFailure):
+                    failures.append(result)
+                else:
+                    candidate = by_id[result.candidate_id]
+                    store.append(feature_row(candidate, static[candidate.dataset.fingerprint()], result))
+                report("probes", done, len(todo))
+        finally:
+            pool.shutdown()
+    store.flush()
+    return store.table(), failures

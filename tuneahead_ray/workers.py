@@ -1,0 +1,108 @@
+"""A pool of stateful Ray actors (one per GPU, or per CPU slot) with backpressure, streaming results and retries.
+
+Each actor is built once (it loads the base model once) and then serves many jobs. At most ``max_in_flight``
+jobs wait on one actor; results stream back as they finish; a job whose actor died under it is resubmitted to a
+replacement actor, up to ``max_retries`` times, and then reported as a failure rather than lost.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError, WorkerCrashedError
+
+__all__ = ["PoolConfig", "WorkerFailure", "WorkerPool"]
+
+_WORKER_LOST = (RayActorError, ActorDiedError, ActorUnavailableError, WorkerCrashedError)
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    """How the pool sizes and places its actors."""
+
+    num_workers: int | None = None  # default: one per GPU in the cluster, else one per CPU
+    gpus_per_worker: float = 1.0  # a fraction packs several small-model workers on one GPU
+    cpus_per_worker: float = 1.0
+    max_in_flight: int = 2  # jobs queued on one actor at a time (backpressure)
+    max_retries: int = 2  # resubmissions of a job whose actor died under it
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class WorkerFailure:
+    """A job that could not be finished within the retry bound, or that raised: a result too, never dropped."""
+
+    key: str
+    error: str
+    attempts: int
+
+
+@dataclass
+class _Job:
+    key: str
+    args: tuple
+    attempts: int = 0
+
+
+class WorkerPool:
+    """Actors of ``worker_cls(*init_args)``; ``map_unordered`` calls one method on every job's arguments."""
+
+    def __init__(self, worker_cls: type, init_args: tuple, config: PoolConfig | None = None):
+        if not ray.is_initialized():
+            raise RuntimeError("the worker pool needs Ray: call ray.init() (or ray.init(address='auto')) first")
+        self.config = config or PoolConfig()
+        resources = ray.cluster_resources()
+        self.uses_gpus = resources.get("GPU", 0) > 0
+        count = self.config.num_workers
+        if count is None:
+            have = resources.get("GPU", 0) if self.uses_gpus else resources.get("CPU", 1)
+            need = self.config.gpus_per_worker if self.uses_gpus else self.config.cpus_per_worker
+            count = max(1, int(have // need))
+        self._actor_class = ray.remote(worker_cls).options(
+            num_gpus=self.config.gpus_per_worker if self.uses_gpus else 0,
+            num_cpus=self.config.cpus_per_worker,
+            max_restarts=0,  # a lost actor is replaced here, and its jobs resubmitted
+        )
+        self._init_args = init_args
+        self.actors = [self._actor_class.remote(*init_args) for _ in range(count)]
+        self.replaced = 0
+
+    def map_unordered(self, method: str, jobs: Iterable[tuple[str, tuple]]) -> Iterator[tuple[str, Any]]:
+        """Yield ``(key, result)`` as jobs finish; ``result`` is a ``WorkerFailure`` for a job that failed."""
+        queue = deque(_Job(key, args) for key, args in jobs)
+        in_flight: dict[ray.ObjectRef, tuple[int, Any, _Job]] = {}
+        load = [0] * len(self.actors)
+        while queue or in_flight:
+            for slot, actor in enumerate(self.actors):
+                while queue and load[slot] < self.config.max_in_flight:
+                    job = queue.popleft()
+                    job.attempts += 1
+                    in_flight[getattr(actor, method).remote(*job.args)] = (slot, actor, job)
+                    load[slot] += 1
+            done, _ = ray.wait(list(in_flight), num_returns=1)
+            slot, actor, job = in_flight.pop(done[0])
+            load[slot] -= 1
+            try:
+                yield job.key, ray.get(done[0])
+            except _WORKER_LOST as err:
+                if self.actors[slot] is actor:  # first news of this loss: replace the actor once
+                    self.actors[slot] = self._actor_class.remote(*self._init_args)
+                    self.replaced += 1
+                if job.attempts <= self.config.max_retries:
+                    queue.appendleft(job)
+                else:
+                    yield (
+                        job.key,
+                        WorkerFailure(job.key, f"worker lost {job.attempts} times: {type(err).__name__}", job.attempts),
+                    )
+            except RayTaskError as err:  # the job itself raised (bad data, out of memory): report, don't retry
+                yield job.key, WorkerFailure(job.key, str(err.cause if err.cause is not None else err), job.attempts)
+
+    def shutdown(self) -> None:
+        for actor in self.actors:
+            ray.kill(actor)
+        self.actors = []

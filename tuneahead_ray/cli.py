@@ -19,11 +19,15 @@ DEMO_HP = Path(__file__).resolve().parent / "testbed" / "hp_tiny.yaml"
 
 
 def _progress(total: int, desc: str) -> Callable:
+    """A step callback drawing a progress bar, created at the first step (so errors before it print cleanly)."""
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=total, desc=desc, unit="step", file=sys.stderr, dynamic_ncols=True)
+    bars: list = []
 
     def on_step(record) -> None:
+        if not bars:
+            bars.append(tqdm(total=total, desc=desc, unit="step", file=sys.stderr, dynamic_ncols=True))
+        bar = bars[0]
         bar.update(1)
         bar.set_postfix(loss=f"{record.loss:.3f}", refresh=False)
         if bar.n >= total:
@@ -67,10 +71,24 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_weights(text: str) -> dict[str, float]:
+    """``add=1,count=2`` -> {"add": 1.0, "count": 2.0}, with errors that name --families."""
+    weights = {}
+    for item in text.split(","):
+        name, sep, weight = item.partition("=")
+        try:
+            weights[name.strip()] = float(weight)
+        except ValueError:
+            raise ValueError(f"--families: expected NAME=WEIGHT, got {item!r}") from None
+        if not sep:
+            raise ValueError(f"--families: expected NAME=WEIGHT, got {item!r}")
+    return weights
+
+
 def _cmd_make_data(args: argparse.Namespace) -> int:
     from tuneahead_ray.testbed import DataSpec, write_dataset
 
-    families = dict(item.split("=", 1) for item in args.families.split(",")) if args.families else None
+    families = _parse_weights(args.families) if args.families else None
     fields = {
         "size": args.size,
         "min_level": args.min_level,
@@ -82,7 +100,7 @@ def _cmd_make_data(args: argparse.Namespace) -> int:
         "seed": args.seed,
     }
     if families is not None:
-        fields["families"] = {name: float(weight) for name, weight in families.items()}
+        fields["families"] = families
     path = write_dataset(DataSpec(**fields), args.out)
     print(f"wrote {args.size} records to {path}")
     return 0

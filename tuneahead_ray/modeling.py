@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import torch
@@ -60,10 +61,10 @@ def resolve_device(device: str = "auto") -> torch.device:
     """'auto' picks CUDA when present, else CPU; 'cuda' without a GPU is an error, not a silent fallback."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but no CUDA GPU is visible")
-    if device != "cpu" and not device.startswith("cuda"):
+    if device != "cpu" and not re.fullmatch(r"cuda(:\d+)?", device):
         raise ValueError(f"device must be auto, cpu or cuda[:N], got {device!r}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but no CUDA GPU is visible")
     return torch.device(device)
 
 

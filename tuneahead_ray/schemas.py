@@ -179,14 +179,14 @@ class RunResult(_Frozen):
     hp: HyperParams
     score: float = Field(description="Benchmark exact-match accuracy of the fine-tuned model, in pp.")
     base_score: float = Field(description="Benchmark accuracy of the base model, in pp.")
-    loss_curve: list[float] = Field(description="Training loss at every optimizer step (NaN once diverged).")
+    loss_curve: list[float] = Field(description="Training loss at every optimizer step run.")
     steps: int = Field(ge=0)
     num_examples: int = Field(ge=0)
     tokens_processed: int = Field(ge=0, description="Non-padding tokens seen by training.")
     train_seconds: float = Field(ge=0)
     eval_seconds: float = Field(ge=0)
     wall_seconds: float = Field(ge=0)
-    diverged: bool = Field(description="True when the loss became NaN/inf; training stopped there.")
+    diverged: bool = Field(description="True when the loss or the gradient became NaN/inf; training stopped there.")
     device: str
     per_family: dict[str, float] = Field(default_factory=dict, description="Score per task family, in pp.")
 

@@ -112,9 +112,7 @@ def test_ndjson_and_uppercase_suffix(tmp_path: Path) -> None:
 
 def test_utf8_bom_and_non_ascii(tmp_path: Path) -> None:
     path = tmp_path / "bom.jsonl"
-    path.write_bytes(
-        b"\xef\xbb\xbf" + json.dumps(_chat("背景: \u2028 ok", "答案"), ensure_ascii=False).encode()
-    )
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(_chat("背景: \u2028 ok", "答案"), ensure_ascii=False).encode())
     assert _rows(load_dataset(path)) == [("背景: \u2028 ok", "答案")]
 
 
@@ -324,9 +322,7 @@ def test_missing_fields(tmp_path: Path, record: dict, field: str) -> None:
 
 def test_unrecognised_layout_lists_expected_keys(tmp_path: Path) -> None:
     path = _write_json(tmp_path / "d.json", [{"question": "q", "answer": "a"}])
-    _expect_error(
-        path, record=0, contains=("'messages'", "'instruction'", "'prompt'", "'response'", "question")
-    )
+    _expect_error(path, record=0, contains=("'messages'", "'instruction'", "'prompt'", "'response'", "question"))
 
 
 def test_explicit_format_must_match_every_record(tmp_path: Path) -> None:
@@ -337,9 +333,7 @@ def test_explicit_format_must_match_every_record(tmp_path: Path) -> None:
 
 
 def test_auto_format_applies_first_records_layout_to_all(tmp_path: Path) -> None:
-    path = _write_json(
-        tmp_path / "mixed.json", [_chat("q", "a"), _chat("q", "a"), {"instruction": "i", "output": "o"}]
-    )
+    path = _write_json(tmp_path / "mixed.json", [_chat("q", "a"), _chat("q", "a"), {"instruction": "i", "output": "o"}])
     _expect_error(path, record=2, contains=("missing field 'messages'",))
 
 
@@ -392,9 +386,7 @@ def test_chat_needs_user_and_assistant(tmp_path: Path, messages: list, contains:
     _expect_error(path, record=2, contains=(contains, "'messages'"))
 
 
-@pytest.mark.parametrize(
-    ("name", "content"), [("e.json", ""), ("e.json", " \n "), ("e.json", "[]"), ("e.jsonl", "")]
-)
+@pytest.mark.parametrize(("name", "content"), [("e.json", ""), ("e.json", " \n "), ("e.json", "[]"), ("e.jsonl", "")])
 def test_no_records(tmp_path: Path, name: str, content: str) -> None:
     path = tmp_path / name
     path.write_text(content)
@@ -455,9 +447,7 @@ def test_parquet_garbage(tmp_path: Path) -> None:
 
 
 def test_parquet_null_value_names_record(tmp_path: Path) -> None:
-    pq.write_table(
-        pa.table({"instruction": ["a", "b", "c"], "output": ["x", "y", None]}), tmp_path / "n.parquet"
-    )
+    pq.write_table(pa.table({"instruction": ["a", "b", "c"], "output": ["x", "y", None]}), tmp_path / "n.parquet")
     _expect_error(tmp_path / "n.parquet", record=2, contains=("'output'", "null"))
 
 

@@ -42,9 +42,7 @@ def test_unknown_target_module_lists_the_choices() -> None:
     assert "target_modules" in message and "foo_proj" in message and "down_proj" in message
 
 
-@pytest.mark.parametrize(
-    "value", ["q_proj,v_proj", "v_proj, q_proj", " v_proj ,q_proj,", ["v_proj", "q_proj"]]
-)
+@pytest.mark.parametrize("value", ["q_proj,v_proj", "v_proj, q_proj", " v_proj ,q_proj,", ["v_proj", "q_proj"]])
 def test_target_modules_normalise_to_canonical_tuple(value: object) -> None:
     assert HyperParams(target_modules=value).target_modules == ("q_proj", "v_proj")
 
@@ -113,10 +111,7 @@ def test_candidate_id_is_stable_for_equal_content(tmp_path: Path) -> None:
 )
 def test_candidate_id_changes_with_any_hyperparameter(tmp_path: Path, change: dict) -> None:
     base = {"lr": 1e-3, "lora_r": 8, "target_modules": ["q_proj", "v_proj"], "batch_size": 16, "seed": 0}
-    assert (
-        _candidate(tmp_path, **base).candidate_id()
-        != _candidate(tmp_path, **{**base, **change}).candidate_id()
-    )
+    assert _candidate(tmp_path, **base).candidate_id() != _candidate(tmp_path, **{**base, **change}).candidate_id()
 
 
 def test_candidate_id_depends_on_model_and_format(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import random
 from pathlib import Path
 
@@ -102,7 +103,7 @@ def generate_records(spec: DataSpec) -> list[dict]:
     records: list[dict] = []
     for _ in range(spec.size):
         if records and rng.random() < spec.duplication:
-            records.append(dict(rng.choice(records)))
+            records.append(copy.deepcopy(rng.choice(records)))
             continue
         name = rng.choice(off_target) if rng.random() < spec.off_target else rng.choices(names, weights)[0]
         level = rng.randint(spec.min_level, spec.max_level)

@@ -131,6 +131,7 @@ class StepTrainer:
         self.steps_done += 1
         if not torch.isfinite(loss):
             self.optimizer.zero_grad(set_to_none=True)
+            self.scheduler.step()  # a skipped update still uses up its place in the schedule
             return StepRecord(self.steps_done, float("nan"), float("nan"), lr, tokens)
         loss.backward()
         max_norm = self.hp.max_grad_norm if self.hp.max_grad_norm is not None else float("inf")

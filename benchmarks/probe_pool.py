@@ -1,0 +1,145 @@
+"""Probe cost: overhead over pure training steps, model reuse vs reload, share of a full run, pool throughput.
+
+For 50 candidates over the example datasets (issue 3 targets: overhead <= 10%, probe <= 5% of the full run):
+
+    python benchmarks/probe_pool.py [--candidates 50]
+
+Prints a table and writes ``benchmarks/results/probe_pool.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import ray
+import torch
+
+from tuneahead_ray.grid import GridSpec, expand_grid
+from tuneahead_ray.probe import ProbePool, ProbeSpec, ProbeWorker
+from tuneahead_ray.training import StepTrainer, attach_adapter, detach_adapter, full_run
+from tuneahead_ray.workers import PoolConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+SPEC = ProbeSpec()
+
+
+def _candidates(count: int):
+    grid = GridSpec(
+        datasets=["configs/data/*.jsonl"],
+        hp={
+            "lr": {"log_range": [3e-4, 1e-2], "num": 4},
+            "lora_r": [4, 8, 16],
+            "epochs": [3],
+            "batch_size": 16,
+            "max_seq_len": 64,
+        },
+        samples=None,
+    )
+    return expand_grid(grid, ROOT)[:count]
+
+
+def _pure_steps_seconds(worker: ProbeWorker, candidate, steps: int) -> float:
+    """The same K optimizer steps with nothing measured on the side."""
+    pairs = worker._encoded(candidate)
+    adapted = attach_adapter(worker.model, candidate.hp)
+    trainer = StepTrainer(
+        adapted, pairs, candidate.hp, candidate.hp.total_steps(len(pairs)), worker.tokenizer.pad_token_id
+    )
+    started = time.perf_counter()
+    for _ in range(steps):
+        trainer.step()
+    elapsed = time.perf_counter() - started
+    worker.model = detach_adapter(adapted)
+    return elapsed
+
+
+def _reload_probe_seconds(candidate) -> float:
+    """A naive probe that loads the base model for every candidate."""
+    started = time.perf_counter()
+    ProbeWorker(candidate.model, "cpu").probe(candidate, SPEC)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--candidates", type=int, default=50)
+    parser.add_argument("--full-runs", type=int, default=5, help="full runs timed for the probe's share")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    candidates = _candidates(args.candidates)
+
+    worker = ProbeWorker("default", "cpu")
+    worker.probe(candidates[0], SPEC)  # warm the dataset cache and the kernels
+    probe_seconds, pure_seconds, shares = [], [], []
+    for candidate in candidates:
+        result = worker.probe(candidate, SPEC)
+        probe_seconds.append(result.probe_seconds)
+        pure_seconds.append(_pure_steps_seconds(worker, candidate, result.probe_steps))
+    reload_seconds = [_reload_probe_seconds(c) for c in candidates[:10]]
+    full_seconds = []
+    for candidate in candidates[: args.full_runs]:
+        run = full_run(candidate, device="cpu")
+        full_seconds.append(run.wall_seconds)
+        shares.append(worker.probe(candidate, SPEC).probe_seconds / run.wall_seconds)
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    pool = ProbePool("default", PoolConfig(device="cpu"))
+    list(pool.run(candidates[:2], SPEC))  # actors up and warm
+    started = time.perf_counter()
+    pooled = list(pool.run(candidates, SPEC))
+    pool_seconds = time.perf_counter() - started
+    pool.shutdown()
+    ray.shutdown()
+
+    overhead = statistics.mean(p / q - 1 for p, q in zip(probe_seconds, pure_seconds, strict=True))
+    reuse_speedup = statistics.mean(reload_seconds) / statistics.mean(probe_seconds[:10])
+    result = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
+        "candidates": len(candidates),
+        "probe_steps_mean": statistics.mean(r.probe_steps for r in pooled),
+        "total_steps_mean": statistics.mean(r.total_steps for r in pooled),
+        "probe_seconds_mean": statistics.mean(probe_seconds),
+        "pure_steps_seconds_mean": statistics.mean(pure_seconds),
+        "probe_overhead": overhead,
+        "reload_probe_seconds_mean": statistics.mean(reload_seconds),
+        "reuse_vs_reload_speedup": reuse_speedup,
+        "full_run_seconds_mean": statistics.mean(full_seconds),
+        "probe_share_of_full_run": statistics.mean(shares),
+        "pool_workers": 2,
+        "pool_seconds": pool_seconds,
+        "pool_probes_per_second": len(pooled) / pool_seconds,
+        "sequential_probes_per_second": 1 / statistics.mean(probe_seconds),
+    }
+    print("| measure | value |\n| --- | --- |")
+    print(
+        f"| candidates | {result['candidates']} (mean K = {result['probe_steps_mean']:.0f} of "
+        f"{result['total_steps_mean']:.0f} steps) |"
+    )
+    print(f"| probe wall time | {1000 * result['probe_seconds_mean']:.0f} ms |")
+    print(f"| the same K pure training steps | {1000 * result['pure_steps_seconds_mean']:.0f} ms |")
+    print(f"| probe overhead over pure steps | {100 * overhead:.1f}% |")
+    print(
+        f"| probe reloading the model each time | {1000 * result['reload_probe_seconds_mean']:.0f} ms "
+        f"({reuse_speedup:.2f}x slower) |"
+    )
+    print(
+        f"| probe share of a full run ({result['full_run_seconds_mean']:.1f} s) | "
+        f"{100 * result['probe_share_of_full_run']:.1f}% |"
+    )
+    print(
+        f"| pool throughput, 2 actors | {result['pool_probes_per_second']:.2f} probes/s "
+        f"(1 process: {result['sequential_probes_per_second']:.2f}) |"
+    )
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "probe_pool.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

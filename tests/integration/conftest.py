@@ -1,0 +1,23 @@
+"""Integration fixtures: one real local Ray for the whole test session."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[None]:
+    """A local Ray with 2 CPUs and 2 (fake) GPUs, started once per session and shut down at its end.
+
+    Declaring GPUs on a CPU machine exercises the GPU scheduling path: probe actors request ``num_gpus=1`` and
+    fall back to the CPU device because torch sees no CUDA.
+    """
+    import ray
+
+    ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()

@@ -34,7 +34,7 @@ from tuneahead_ray.workers import PoolConfig, WorkerFailure, WorkerPool
 __all__ = ["CorpusWorker", "build_corpus", "PROXY_MAX_STEPS"]
 
 #: The ProxyLM-style baseline fine-tunes a smaller proxy model on the same data for at most this many steps.
-PROXY_MAX_STEPS = 150
+PROXY_MAX_STEPS = 100
 
 
 def _table(spec: CorpusSpec) -> pa.Table:

@@ -12,6 +12,7 @@ from tuneahead_ray.testbed import BENCHMARK_FAMILIES, DataSpec
 __all__ = ["CorpusSpec", "sample_corpus_specs", "dominant_family"]
 
 _FAMILY_NAMES = [fam.name for fam in BENCHMARK_FAMILIES]
+_PROBLEMS = ["label_noise", "duplication", "format_corruption", "off_target"]
 _TARGETS = (
     ("q_proj", "v_proj"),
     ("q_proj", "k_proj", "v_proj", "o_proj"),
@@ -37,30 +38,32 @@ def dominant_family(spec: DataSpec) -> str:
     return max(spec.families.items(), key=lambda item: (item[1], item[0]))[0]
 
 
-def _often_zero(rng: random.Random, high: float, p_zero: float = 0.55) -> float:
-    return 0.0 if rng.random() < p_zero else round(rng.uniform(0.0, high), 3)
+def _knob(rng: random.Random, active: bool, high: float) -> float:
+    return round(rng.uniform(0.05, high), 3) if active else 0.0
 
 
 def _family_mix(rng: random.Random) -> dict[str, float]:
     roll = rng.random()
-    if roll < 0.4:
-        return {name: 1.0 for name in _FAMILY_NAMES}
     if roll < 0.7:
+        return {name: 1.0 for name in _FAMILY_NAMES}
+    if roll < 0.9:
         return {name: round(rng.expovariate(1.0), 3) + 0.01 for name in _FAMILY_NAMES}
     focus = rng.sample(_FAMILY_NAMES, rng.choice([1, 2]))
     return {name: (4.0 if name == focus[0] else 1.0) for name in focus}
 
 
 def _sample_data(rng: random.Random, seed: int) -> DataSpec:
+    """60% clean data; otherwise one or two quality problems, like real scraped instruction data."""
+    problems = [] if rng.random() < 0.6 else rng.sample(_PROBLEMS, rng.choice([1, 1, 2]))
     return DataSpec(
-        size=int(round(10 ** rng.uniform(2.3, 3.6))),  # 200 .. 4000 records
+        size=int(round(10 ** rng.uniform(2.7, 3.7))),  # 500 .. 5000 records
         families=_family_mix(rng),
         min_level=1,
         max_level=rng.choice([2, 3, 4, 5, 5, 5]),
-        label_noise=_often_zero(rng, 1.0),
-        duplication=min(_often_zero(rng, 0.9), 0.9),
-        format_corruption=_often_zero(rng, 0.8),
-        off_target=_often_zero(rng, 1.0),
+        label_noise=_knob(rng, "label_noise" in problems, 1.0),
+        duplication=_knob(rng, "duplication" in problems, 0.9),
+        format_corruption=_knob(rng, "format_corruption" in problems, 0.8),
+        off_target=_knob(rng, "off_target" in problems, 1.0),
         seed=seed,
     )
 
@@ -68,13 +71,13 @@ def _sample_data(rng: random.Random, seed: int) -> DataSpec:
 def _sample_hp(rng: random.Random, seed: int) -> HyperParams:
     rank = rng.choice([2, 4, 8, 16, 32])
     return HyperParams(
-        lr=round(10 ** rng.uniform(-4.5, -1.0), 7),
+        lr=round(10 ** rng.uniform(-3.3, -1.8), 7),  # 5e-4 .. 1.6e-2: a practitioner's range, both tails included
         lora_r=rank,
         lora_alpha=float(rank * rng.choice([1, 2, 4])),
         lora_dropout=rng.choice([0.0, 0.0, 0.05, 0.1]),
         target_modules=rng.choice(_TARGETS),
         batch_size=rng.choice([8, 16, 16, 32]),
-        epochs=float(rng.choice([1, 1, 2, 3])),
+        epochs=float(rng.choice([1, 2, 2, 3])),
         warmup_ratio=rng.choice([0.0, 0.03, 0.1]),
         lr_schedule=rng.choice(["linear", "cosine", "constant", "constant_with_warmup"]),
         weight_decay=rng.choice([0.0, 0.0, 0.01, 0.1]),
@@ -83,7 +86,7 @@ def _sample_hp(rng: random.Random, seed: int) -> HyperParams:
     )
 
 
-def sample_corpus_specs(count: int, seed: int = 0, max_steps: int = 600) -> list[CorpusSpec]:
+def sample_corpus_specs(count: int, seed: int = 0, max_steps: int = 500) -> list[CorpusSpec]:
     """``count`` deterministic corpus runs; runs longer than ``max_steps`` are redrawn to bound the cost."""
     rng = random.Random(seed)
     specs: list[CorpusSpec] = []

@@ -41,6 +41,10 @@ class ResultStore:
 
     def _load_checkpoint(self) -> None:
         if not self.checkpoint_path.exists():
+            # A shipped or copied result without its checkpoint: start the checkpoint from the Parquet rows.
+            if self.parquet_path.exists():
+                for row in pq.read_table(self.parquet_path).to_pylist():
+                    self.append(row)
             return
         data = self.checkpoint_path.read_bytes()
         if data and not data.endswith(b"\n"):

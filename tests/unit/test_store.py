@@ -1,0 +1,48 @@
+"""The result store: durable appends, torn-line recovery, atomic Parquet, resume from a shipped Parquet."""
+
+from __future__ import annotations
+
+import math
+
+import pyarrow.parquet as pq
+
+from tuneahead_ray.store import ResultStore, write_parquet_atomic
+
+
+def test_rows_survive_a_restart_and_a_torn_last_line_is_dropped(tmp_path) -> None:
+    store = ResultStore(tmp_path / "out.parquet")
+    store.append({"candidate_id": "a", "x": 1.0})
+    store.append({"candidate_id": "b", "x": float("nan")})
+    with open(store.checkpoint_path, "a", encoding="utf-8") as handle:
+        handle.write('{"candidate_id": "c", "x"')  # killed mid-write
+    again = ResultStore(tmp_path / "out.parquet")
+    assert sorted(again.rows) == ["a", "b"]
+    assert math.isnan(again.rows["b"]["x"])
+    again.append({"candidate_id": "d", "x": 4.0})  # starts on a fresh line
+    assert sorted(ResultStore(tmp_path / "out.parquet").rows) == ["a", "b", "d"]
+
+
+def test_flush_writes_parquet_in_key_order_and_leaves_no_temp_file(tmp_path) -> None:
+    store = ResultStore(tmp_path / "out.parquet")
+    for key in ["b", "a", "c"]:
+        store.append({"candidate_id": key, "x": 1.0})
+    path = store.flush()
+    assert pq.read_table(path).column("candidate_id").to_pylist() == ["a", "b", "c"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.parquet", "out.parquet.jsonl"]
+
+
+def test_a_parquet_without_its_checkpoint_seeds_the_store(tmp_path) -> None:
+    store = ResultStore(tmp_path / "corpus.parquet")
+    store.append({"candidate_id": "a", "x": 1.0})
+    store.flush()
+    store.checkpoint_path.unlink()  # as shipped: the Parquet only
+    resumed = ResultStore(tmp_path / "corpus.parquet")
+    assert "a" in resumed and resumed.checkpoint_path.exists()
+
+
+def test_atomic_write_replaces_the_whole_file(tmp_path) -> None:
+    import pyarrow as pa
+
+    path = write_parquet_atomic(pa.table({"x": [1, 2]}), tmp_path / "t.parquet")
+    write_parquet_atomic(pa.table({"x": [3]}), path)
+    assert pq.read_table(path).column("x").to_pylist() == [3]

@@ -51,11 +51,20 @@ class ProbeWorker:
         self.tokenizer = load_tokenizer(model)
         self.model = load_model(model, self.device)
         self._pairs: OrderedDict[tuple[str, int], EncodedPairs] = OrderedDict()
+        self._fingerprints: dict[tuple[str, int, int], str] = {}
         self.name = f"{socket.gethostname()}:{os.getpid()}:{self.device}"
+
+    def _fingerprint(self, candidate: Candidate) -> str:
+        """The dataset's content hash, re-read only when the file's size or modification time changes."""
+        stat = candidate.dataset.path.stat()
+        key = (str(candidate.dataset.path), stat.st_size, stat.st_mtime_ns)
+        if key not in self._fingerprints:
+            self._fingerprints[key] = candidate.dataset.fingerprint()
+        return self._fingerprints[key]
 
     def _encoded(self, candidate: Candidate) -> EncodedPairs:
         """Encoded training pairs, cached per (dataset content, max_seq_len) since grids reuse datasets."""
-        key = (candidate.dataset.fingerprint(), candidate.hp.max_seq_len)
+        key = (self._fingerprint(candidate), candidate.hp.max_seq_len)
         if key not in self._pairs:
             table = load_dataset(candidate.dataset)
             self._pairs[key] = encode_pairs(
@@ -83,7 +92,7 @@ class ProbeWorker:
             self.model = detach_adapter(adapted)
         features = trajectory_features(trace, spec)
         return ProbeResult(
-            candidate_id=candidate.candidate_id(candidate.dataset.fingerprint()),
+            candidate_id=candidate.candidate_id(self._fingerprint(candidate)),
             features=features,
             probe_steps=len(trace.losses),
             total_steps=total,

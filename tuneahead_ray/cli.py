@@ -236,6 +236,10 @@ def _parser() -> argparse.ArgumentParser:
     _add_ray_args(corpus_build)
     corpus_build.set_defaults(func=_cmd_corpus_build)
 
+    from tuneahead_ray.predictor import add_predictor_commands
+
+    add_predictor_commands(sub)
+
     demo = sub.add_parser("demo", help="fine-tune the embedded model on a clean testbed dataset, print the score")
     demo.add_argument("--size", type=int, default=4000)
     demo.add_argument("--seed", type=int, default=0)

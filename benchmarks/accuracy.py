@@ -1,0 +1,198 @@
+"""Accuracy of TuneAhead vs the paper's baselines on the corpus of completed runs, on identical held-out splits.
+
+Random splits (28% held out, one per seed) and family-held-out splits (``family_group``: whole task families
+unseen in training, with the interval calibrated on grouped inner folds): RMSE (pp), RMSE / target std, R²,
+within ±3pp and interval coverage per model, RMSE ratios vs the early-stop and ProxyLM baselines, and go/no-go
+figures at a threshold (default: the base model's score + 1pp, i.e. a success improves the base model by at least
+1pp) on the random splits' held-out runs.
+
+Costs of the go/no-go figures are measured seconds. A full run costs ``train_seconds + eval_seconds``. Screening
+charges every run what its screen needs: TuneAhead the probe (the run's first K steps, which a GO run continues
+from) and the descriptors; DynamicOnly and early stop the probe; ProxyLM the proxy fine-tune and the descriptors,
+neither reusable by the full run; the oracle (true scores) nothing.
+
+Reads ``--corpus`` (default ``corpus/corpus.parquet``) or, while the corpus is still being built, its fresher
+``.jsonl`` checkpoint. Prints markdown tables and writes ``benchmarks/results/accuracy.json``. Targets: RMSE/std
+<= 0.09, within ±3pp >= 95%, coverage 88-92%, RMSE >= 3x better than early stop and >= 1.4x better than ProxyLM.
+
+    python benchmarks/accuracy.py [--corpus corpus/corpus.parquet] [--seeds 5] [--margin 1.0] [--n-jobs 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tuneahead_ray.predictor import PredictorConfig, corpus_models, cross_validate, go_no_go, load_metadataset
+
+RESULTS = Path(__file__).resolve().parent / "results"
+TARGET = "score"
+GROUP = "family_group"
+
+
+def load_corpus(path: Path) -> tuple[pd.DataFrame, Path]:
+    """The corpus table: the Parquet file, or its JSONL checkpoint when the Parquet file is absent or older (the
+    builder rewrites the Parquet file only every 50 runs; the checkpoint has every finished run)."""
+    checkpoint = path.with_name(path.name + ".jsonl")
+    fresher = checkpoint.exists() and (not path.exists() or checkpoint.stat().st_mtime > path.stat().st_mtime)
+    source = checkpoint if fresher else path
+    return load_metadataset(source, TARGET), source
+
+
+def _percent(value: float) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{100 * value:.1f}%"
+
+
+def accuracy_table(report: dict) -> list[str]:
+    """Markdown rows: one per model, mean over splits (± std for RMSE)."""
+    lines = [
+        "| model | RMSE (pp) | RMSE / std | R² | within ±3pp | coverage | interval width (pp) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, mean in report["mean"].items():
+        std = report["std"][name]
+        coverage = mean.get("coverage", math.nan)
+        width = f"{mean['interval_width']:.2f}" if "interval_width" in mean else "n/a"
+        lines.append(
+            f"| {name} | {mean['rmse']:.2f} ± {std['rmse']:.2f} | {mean['rmse_over_std']:.3f} | {mean['r2']:.3f} "
+            f"| {_percent(mean['within_3pp'])} | {_percent(coverage)} | {width} |"
+        )
+    return lines
+
+
+def rmse_ratios(report: dict) -> dict[str, float]:
+    """How many times lower TuneAhead's mean RMSE is than each other model's."""
+    ours = report["mean"]["TuneAhead"]["rmse"]
+    return {name: mean["rmse"] / ours for name, mean in report["mean"].items() if name != "TuneAhead"}
+
+
+def screening_costs(table: pd.DataFrame) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per screen: (cost a GO run reuses, cost it cannot) per run, in seconds; "Oracle" screens for free."""
+    probe = table["probe_seconds"].to_numpy(dtype=float)
+    descriptors = table["descriptor_seconds"].to_numpy(dtype=float)
+    proxy = table["proxy_seconds"].to_numpy(dtype=float)
+    none = np.zeros(len(table))
+    return {
+        "TuneAhead": (probe, descriptors),
+        "ProxyLM": (none, proxy + descriptors),
+        "DynamicOnly": (probe, none),
+        "EarlyStopExtrapolation": (probe, none),
+        "Oracle": (none, none),
+    }
+
+
+def screening(table: pd.DataFrame, report: dict, threshold: float) -> dict[str, dict[str, float]]:
+    """Go/no-go figures per screen, averaged over the held-out splits."""
+    full = (table["train_seconds"] + table["eval_seconds"]).to_numpy(dtype=float)
+    costs = screening_costs(table)
+    figures: dict[str, list[dict[str, float]]] = {}
+    for split in report["per_split"]:
+        rows, y_true = np.array(split["test_rows"]), np.array(split["y_true"])
+        decisions = {**split["predictions"], "Oracle": y_true}
+        for name, (reused, overhead) in costs.items():
+            figures.setdefault(name, []).append(
+                go_no_go(y_true, np.asarray(decisions[name]), threshold, reused[rows], full[rows], overhead[rows])
+            )
+    return {name: pd.DataFrame(rows).mean().to_dict() for name, rows in figures.items()}
+
+
+def screening_table(figures: dict[str, dict[str, float]]) -> list[str]:
+    lines = [
+        "| screen | GO share | successes kept | failures skipped | compute saved |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for name, row in figures.items():
+        lines.append(
+            f"| {name} | {_percent(row['go_share'])} | {_percent(row['successes_kept'])} "
+            f"| {_percent(row['failures_skipped'])} | {_percent(row['compute_saved'])} |"
+        )
+    return lines
+
+
+def target_checks(report: dict) -> dict[str, bool]:
+    ours, ratios = report["mean"]["TuneAhead"], rmse_ratios(report)
+    return {
+        "rmse_over_std <= 0.09": ours["rmse_over_std"] <= 0.09,
+        "within_3pp >= 95%": ours["within_3pp"] >= 0.95,
+        "coverage in 88-92%": 0.88 <= ours["coverage"] <= 0.92,
+        "rmse >= 3x better than early stop": ratios["EarlyStopExtrapolation"] >= 3.0,
+        "rmse >= 1.4x better than ProxyLM": ratios["ProxyLM"] >= 1.4,
+    }
+
+
+def _summary(report: dict) -> dict:
+    """The report without per-run predictions (kept small for the results file)."""
+    keep = ("split", "n_train", "n_test", "models")
+    return {**report, "per_split": [{k: split[k] for k in keep} for split in report["per_split"]]}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", type=Path, default=Path("corpus/corpus.parquet"), help="corpus Parquet file")
+    parser.add_argument("--seeds", type=int, default=5, help="random held-out splits (default 5)")
+    parser.add_argument("--test-size", type=float, default=0.28, help="held-out share (default 0.28)")
+    parser.add_argument("--margin", type=float, default=1.0, help="go/no-go threshold above the base score (pp)")
+    parser.add_argument("--threshold", type=float, help="absolute go/no-go threshold (overrides --margin)")
+    parser.add_argument("--n-jobs", type=int, default=1, help="LightGBM threads (default 1)")
+    parser.add_argument("--interval-method", default="cv", choices=["cv", "cv-normalized", "split"])
+    parser.add_argument("--out", type=Path, default=RESULTS / "accuracy.json")
+    args = parser.parse_args()
+
+    table, source = load_corpus(args.corpus)
+    threshold = args.threshold if args.threshold is not None else float(table["base_score"].median()) + args.margin
+    print(f"corpus: {source}: {len(table)} runs, score mean {table[TARGET].mean():.2f} std {table[TARGET].std():.2f}")
+    started = time.perf_counter()
+    config = PredictorConfig(n_jobs=args.n_jobs, interval_method=args.interval_method)
+    models = corpus_models(config)
+    random = cross_validate(
+        table, TARGET, splits=args.seeds, test_size=args.test_size, models=models, return_predictions=True
+    )
+    grouped_config = config.model_copy(update={"group": GROUP})
+    family = cross_validate(
+        table, TARGET, splits=args.seeds, test_size=args.test_size, group=GROUP, models=corpus_models(grouped_config)
+    )
+    figures = screening(table, random, threshold)
+    seconds = time.perf_counter() - started
+
+    for title, report in (("random splits", random), (f"{GROUP}-held-out splits", family)):
+        print(f"\n### {title}: {args.seeds} x {args.test_size:.0%} held out\n")
+        print("\n".join(accuracy_table(report)))
+        ratios = rmse_ratios(report)
+        print(
+            f"\nRMSE ratio vs TuneAhead: early stop {ratios['EarlyStopExtrapolation']:.2f}x, "
+            f"ProxyLM {ratios['ProxyLM']:.2f}x"
+        )
+    print(f"\n### go/no-go at {threshold:.2f} pp (random splits' held-out runs)\n")
+    print("\n".join(screening_table(figures)))
+    checks = target_checks(random)
+    print("\ntargets (random splits): " + ", ".join(f"{k}: {'met' if ok else 'missed'}" for k, ok in checks.items()))
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    result = {
+        "corpus": str(source),
+        "rows": len(table),
+        "target": TARGET,
+        "target_std": float(table[TARGET].std()),
+        "config": config.model_dump(),
+        "random": _summary(random),
+        "family_held_out": _summary(family),
+        "rmse_ratios": {"random": rmse_ratios(random), "family_held_out": rmse_ratios(family)},
+        "go_no_go": {"threshold": threshold, "cost": "seconds", "figures": figures},
+        "targets_met": checks,
+        "seconds": seconds,
+        "machine": platform.platform(),
+    }
+    args.out.write_text(json.dumps(result, indent=2, allow_nan=True) + "\n", encoding="utf-8")
+    print(f"\nwrote {args.out} ({seconds:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,124 @@
+"""The score predictor: LightGBM on meta-features with conformal intervals, SHAP explanations, a verified model
+store, the paper's baselines and the held-out evaluation that compares them.
+
+``CORPUS_FEATURES`` (static + probe + hyperparameter feature names) is resolved on first access, because the
+descriptor and probe packages import torch.
+"""
+
+from tuneahead_ray.predictor._baselines import (
+    DynamicOnly,
+    EarlyStopExtrapolation,
+    FeatureGroupModel,
+    IntervalModel,
+    ProxyLM,
+    ScoreModel,
+    StaticOnly,
+    TrainMean,
+    TuneAhead,
+    corpus_models,
+)
+from tuneahead_ray.predictor._cli import add_predictor_commands
+from tuneahead_ray.predictor._conformal import ConformalInterval, conformal_quantile, interval_coverage
+from tuneahead_ray.predictor._curves import PowerLaw, extrapolate_loss, fit_power_law
+from tuneahead_ray.predictor._errors import MetadatasetError, ModelStoreError
+from tuneahead_ray.predictor._evaluate import (
+    WITHIN_PP,
+    cross_validate,
+    default_models,
+    evaluation_splits,
+    go_no_go,
+    regression_metrics,
+)
+from tuneahead_ray.predictor._explain import (
+    FEATURE_LABELS,
+    Contribution,
+    Explainer,
+    Explanation,
+    feature_label,
+    negative_diagnostics,
+)
+from tuneahead_ray.predictor._metadataset import (
+    CORPUS_EXCLUDED,
+    corpus_feature_groups,
+    feature_columns,
+    feature_matrix,
+    load_metadataset,
+    present_columns,
+    table_sha256,
+    target_values,
+)
+from tuneahead_ray.predictor._model import MIN_TRAINING_ROWS, PredictorConfig, ScorePredictor
+from tuneahead_ray.predictor._store import (
+    CARD_FILE,
+    CARD_VERSION,
+    MODEL_FILE,
+    SCALE_FILE,
+    IntervalCard,
+    ModelCard,
+    load_predictor,
+    read_card,
+    save_predictor,
+)
+
+__all__ = [
+    "CARD_FILE",
+    "CARD_VERSION",
+    "CORPUS_EXCLUDED",
+    "CORPUS_FEATURES",
+    "FEATURE_LABELS",
+    "MIN_TRAINING_ROWS",
+    "MODEL_FILE",
+    "SCALE_FILE",
+    "WITHIN_PP",
+    "ConformalInterval",
+    "Contribution",
+    "DynamicOnly",
+    "EarlyStopExtrapolation",
+    "Explainer",
+    "Explanation",
+    "FeatureGroupModel",
+    "IntervalCard",
+    "IntervalModel",
+    "MetadatasetError",
+    "ModelCard",
+    "ModelStoreError",
+    "PowerLaw",
+    "PredictorConfig",
+    "ProxyLM",
+    "ScoreModel",
+    "ScorePredictor",
+    "StaticOnly",
+    "TrainMean",
+    "TuneAhead",
+    "add_predictor_commands",
+    "conformal_quantile",
+    "corpus_feature_groups",
+    "corpus_models",
+    "cross_validate",
+    "default_models",
+    "evaluation_splits",
+    "extrapolate_loss",
+    "feature_columns",
+    "feature_label",
+    "feature_matrix",
+    "fit_power_law",
+    "go_no_go",
+    "interval_coverage",
+    "load_metadataset",
+    "load_predictor",
+    "negative_diagnostics",
+    "present_columns",
+    "read_card",
+    "regression_metrics",
+    "save_predictor",
+    "table_sha256",
+    "target_values",
+]
+
+
+def __getattr__(name: str) -> tuple[str, ...]:
+    if name == "CORPUS_FEATURES":
+        from tuneahead_ray.predictor import _metadataset
+
+        return _metadataset.CORPUS_FEATURES
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,155 @@
+"""``predictor train``, ``predictor cv`` and ``predict``: sub-commands for the ``tuneahead-ray`` command.
+
+Bad input raises ``ValueError`` subclasses whose messages name the file and the column; the main command prints
+them as errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from tuneahead_ray.predictor._baselines import corpus_models
+from tuneahead_ray.predictor._errors import MetadatasetError
+from tuneahead_ray.predictor._evaluate import cross_validate, default_models
+from tuneahead_ray.predictor._explain import Explainer
+from tuneahead_ray.predictor._metadataset import feature_columns, load_metadataset
+from tuneahead_ray.predictor._model import PredictorConfig, ScorePredictor
+from tuneahead_ray.predictor._store import load_predictor, save_predictor
+
+__all__ = ["add_predictor_commands"]
+
+
+def _config(args: argparse.Namespace) -> PredictorConfig:
+    return PredictorConfig(level=args.level, seed=args.seed, n_jobs=args.n_jobs, group=args.group)
+
+
+def _dropped(args: argparse.Namespace, table: pd.DataFrame) -> list[str]:
+    """``--drop`` plus the group column: a group id is a label for splitting, never a feature."""
+    if args.group is None:
+        return list(args.drop)
+    if args.group not in table.columns:
+        raise MetadatasetError(f"{args.data}: no group column {args.group!r}")
+    return [*args.drop, args.group]
+
+
+def _finite(payload: object) -> object:
+    """``payload`` with NaN and infinities as ``None``, so the output is strict JSON."""
+    if isinstance(payload, float):
+        return payload if math.isfinite(payload) else None
+    if isinstance(payload, dict):
+        return {key: _finite(value) for key, value in payload.items()}
+    if isinstance(payload, list | tuple):
+        return [_finite(value) for value in payload]
+    return payload
+
+
+def _json(payload: object) -> str:
+    return json.dumps(_finite(payload), indent=2, allow_nan=False)
+
+
+def _emit(text: str, out: Path | None, what: str) -> None:
+    if out is None:
+        print(text)
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text + "\n", encoding="utf-8")
+    print(f"wrote {what} to {out}")
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    table = load_metadataset(args.data, args.target)
+    features = feature_columns(table, args.target, _dropped(args, table))
+    predictor = ScorePredictor(features, _config(args)).fit(table, args.target)
+    card = save_predictor(predictor, args.out)
+    summary = {
+        "model_dir": str(args.out),
+        "features": len(card.features),
+        **card.model_dump(mode="json", include={"target", "training_data_sha256", "metrics", "interval"}),
+    }
+    print(_json(summary))
+    return 0
+
+
+def _cmd_cv(args: argparse.Namespace) -> int:
+    table = load_metadataset(args.data, args.target)
+    config = _config(args)
+    if args.baselines:  # fixed corpus feature groups: --drop does not apply
+        models = corpus_models(config)
+    else:
+        models = default_models(table, args.target, _dropped(args, table), config)
+    report = cross_validate(
+        table,
+        args.target,
+        splits=args.splits,
+        test_size=args.test_size,
+        seed=args.seed,
+        group=args.group,
+        models=models,
+    )
+    _emit(_json(report), args.out, "the cross-validation report")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    predictor, card = load_predictor(args.model_dir)
+    table = load_metadataset(args.features)
+    lower, upper = predictor.predict_interval(table)
+    explanations = Explainer(predictor).explain(table, top_k=args.top_k)
+    if args.id and args.id not in table.columns:
+        raise MetadatasetError(f"{args.features}: no id column {args.id!r}")
+    ids = table[args.id].tolist() if args.id else list(range(len(table)))
+    rows = [
+        {
+            (args.id or "row"): key,
+            "prediction": explanation.prediction,
+            "lower": float(low),
+            "upper": float(high),
+            "level": card.interval.level,
+            **explanation.model_dump(mode="json", include={"base_value", "top", "diagnostics"}),
+        }
+        for key, low, high, explanation in zip(ids, lower, upper, explanations, strict=True)
+    ]
+    _emit(_json(rows), args.out, f"{len(rows)} predictions")
+    return 0
+
+
+def _add_table_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", type=Path, required=True, help="metadataset: .csv, .parquet or .jsonl")
+    parser.add_argument("--target", required=True, help="numeric column to predict (e.g. score)")
+    parser.add_argument("--group", help="column of groups held out together (e.g. family_group); not a feature")
+    parser.add_argument("--drop", nargs="+", action="extend", default=[], metavar="COL", help="columns to ignore")
+    parser.add_argument("--level", type=float, default=0.9, help="prediction-interval coverage level")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--n-jobs", type=int, default=1, help="LightGBM threads")
+
+
+def add_predictor_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``predictor train``, ``predictor cv`` and ``predict`` on the main command's sub-parsers."""
+    predictor = subparsers.add_parser("predictor", help="train and evaluate the score predictor on a metadataset")
+    commands = predictor.add_subparsers(dest="predictor", required=True)
+
+    train = commands.add_parser("train", help="fit the predictor and save it (LightGBM text model + JSON card)")
+    _add_table_args(train)
+    train.add_argument("--out", type=Path, required=True, help="model directory")
+    train.set_defaults(func=_cmd_train)
+
+    cv = commands.add_parser("cv", help="repeated held-out evaluation, printed as JSON")
+    _add_table_args(cv)
+    cv.add_argument("--splits", type=int, default=5, help="random held-out splits")
+    cv.add_argument("--test-size", type=float, default=0.28, help="held-out share of each split")
+    cv.add_argument("--baselines", action="store_true", help="TuneAhead on corpus features + every baseline")
+    cv.add_argument("--out", type=Path, help="write the JSON here instead of printing it")
+    cv.set_defaults(func=_cmd_cv)
+
+    predict = subparsers.add_parser("predict", help="predicted score, interval and top SHAP drivers per row")
+    predict.add_argument("--model-dir", type=Path, required=True, help="directory written by predictor train")
+    predict.add_argument("--features", type=Path, required=True, help="rows to predict: .csv, .parquet or .jsonl")
+    predict.add_argument("--id", help="column identifying each row in the output (default: row number)")
+    predict.add_argument("--top-k", type=int, default=5, help="drivers listed per row")
+    predict.add_argument("--out", type=Path, help="write the JSON here instead of printing it")
+    predict.set_defaults(func=_cmd_predict)

@@ -1,0 +1,206 @@
+"""The model store: LightGBM text models plus a JSON card, verified by sha256 on load. Never pickle.
+
+A directory holds ``model.txt`` (``Booster.model_to_string``), ``scale.txt`` for a normalized interval (the
+|residual| model) and ``card.json``. The card records what prediction needs (feature order, target, interval,
+config) and where the model came from (training-data hash, metrics, library and package versions, creation
+time), the sha256 of every model file, and its own sha256 over everything else, so that an edited model file or
+card is refused rather than silently used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import lightgbm as lgb
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from tuneahead_ray import __version__
+from tuneahead_ray.predictor._conformal import ConformalInterval
+from tuneahead_ray.predictor._errors import ModelStoreError
+from tuneahead_ray.predictor._model import PredictorConfig, ScorePredictor
+
+__all__ = [
+    "CARD_FILE",
+    "CARD_VERSION",
+    "MODEL_FILE",
+    "SCALE_FILE",
+    "IntervalCard",
+    "ModelCard",
+    "load_predictor",
+    "read_card",
+    "save_predictor",
+]
+
+CARD_VERSION = 1
+MODEL_FILE = "model.txt"
+SCALE_FILE = "scale.txt"
+CARD_FILE = "card.json"
+_LIBRARIES = ("lightgbm", "numpy", "pandas", "scikit-learn", "shap")
+
+
+class IntervalCard(BaseModel):
+    """The conformal interval: prediction ± ``quantile`` · max(scale, ``floor``) at coverage ``level``; the scale
+    is 1 without a scale model (``normalized`` false)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", ser_json_inf_nan="constants")
+
+    method: str
+    level: float
+    quantile: float
+    normalized: bool
+    floor: float
+
+
+class ModelCard(BaseModel):
+    """Everything about a saved predictor except the trees."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", ser_json_inf_nan="constants")
+
+    card_version: int
+    package_version: str
+    created: str
+    target: str
+    features: list[str]
+    training_data_sha256: str
+    metrics: dict[str, float | int | str]
+    interval: IntervalCard
+    config: PredictorConfig
+    libraries: dict[str, str]
+    files: dict[str, str]
+    card_sha256: str = ""
+
+    def content_sha256(self) -> str:
+        """sha256 of the card's canonical JSON without ``card_sha256``."""
+        payload = self.model_dump(mode="json", exclude={"card_sha256"})
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def _library_versions() -> dict[str, str]:
+    versions = {}
+    for name in _LIBRARIES:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def save_predictor(predictor: ScorePredictor, directory: str | os.PathLike[str]) -> ModelCard:
+    """Write a fitted predictor to ``directory`` (created if needed); the card is written last."""
+    if predictor.booster is None or predictor.interval is None:
+        raise RuntimeError("the predictor is not fitted: call fit() first")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    interval = predictor.interval
+    models = {MODEL_FILE: predictor.booster}
+    if interval.scale is not None:
+        models[SCALE_FILE] = interval.scale
+    texts = {name: booster.model_to_string().encode("utf-8") for name, booster in models.items()}
+    card = ModelCard(
+        card_version=CARD_VERSION,
+        package_version=__version__,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        target=predictor.target,
+        features=predictor.features,
+        training_data_sha256=predictor.training_sha256,
+        metrics=predictor.metrics,
+        interval=IntervalCard(
+            method=predictor.config.interval_method,
+            level=interval.level,
+            quantile=interval.quantile,
+            normalized=interval.scale is not None,
+            floor=interval.floor,
+        ),
+        config=predictor.config,
+        libraries=_library_versions(),
+        files={name: _sha256(text) for name, text in texts.items()},
+    )
+    card = card.model_copy(update={"card_sha256": card.content_sha256()})
+    for name, text in texts.items():
+        _write_atomic(directory / name, text)
+    _write_atomic(directory / CARD_FILE, (card.model_dump_json(indent=2) + "\n").encode("utf-8"))
+    return card
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ModelStoreError(f"{path}: missing") from None
+    except OSError as err:
+        raise ModelStoreError(f"{path}: cannot read: {err}") from None
+
+
+def read_card(directory: str | os.PathLike[str]) -> ModelCard:
+    """The verified card of a saved predictor: known version, valid fields, own sha256 intact."""
+    path = Path(directory) / CARD_FILE
+    try:
+        raw = json.loads(_read(path))
+    except json.JSONDecodeError as err:
+        raise ModelStoreError(f"{path}: not JSON ({err.msg})") from None
+    found = raw.get("card_version") if isinstance(raw, dict) else None
+    if found != CARD_VERSION:
+        raise ModelStoreError(f"{path}: unknown card version {found!r} (this package reads {CARD_VERSION})")
+    try:
+        card = ModelCard.model_validate(raw)
+    except ValidationError as err:
+        raise ModelStoreError(f"{path}: invalid card: {err}") from None
+    if card.card_sha256 != card.content_sha256():
+        raise ModelStoreError(f"{path}: the card does not match its card_sha256: it was edited or corrupted")
+    expected = {MODEL_FILE, SCALE_FILE} if card.interval.normalized else {MODEL_FILE}
+    if set(card.files) != expected:
+        raise ModelStoreError(f"{path}: lists files {sorted(card.files)}, expected {sorted(expected)}")
+    return card
+
+
+def _load_booster(directory: Path, name: str, sha256: str, features: int) -> lgb.Booster:
+    """A booster from a model file whose sha256 matches the card and that reads ``features`` features."""
+    path = directory / name
+    text = _read(path)
+    if _sha256(text) != sha256:
+        raise ModelStoreError(f"{path}: sha256 differs from the card's: the file was modified")
+    try:
+        booster = lgb.Booster(model_str=text.decode("utf-8"))
+    except (lgb.basic.LightGBMError, UnicodeDecodeError) as err:
+        raise ModelStoreError(f"{path}: not a LightGBM model: {err}") from None
+    if booster.num_feature() != features:
+        raise ModelStoreError(f"{path}: the model reads {booster.num_feature()} features, the card lists {features}")
+    return booster
+
+
+def load_predictor(directory: str | os.PathLike[str]) -> tuple[ScorePredictor, ModelCard]:
+    """A saved predictor and its card, after checking every model file's sha256 against the card."""
+    directory = Path(directory)
+    card = read_card(directory)
+    boosters = {name: _load_booster(directory, name, sha256, len(card.features)) for name, sha256 in card.files.items()}
+    interval = ConformalInterval(
+        card.interval.level, card.interval.quantile, boosters.get(SCALE_FILE), card.interval.floor
+    )
+    predictor = ScorePredictor.restore(
+        boosters[MODEL_FILE],
+        features=card.features,
+        target=card.target,
+        interval=interval,
+        config=card.config,
+        metrics=card.metrics,
+        training_sha256=card.training_data_sha256,
+    )
+    return predictor, card

@@ -1,0 +1,61 @@
+"""Token-length descriptors under the base model's tokenizer (raw text, no chat template)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from transformers import PreTrainedTokenizerBase
+
+from ._common import ArrowBatch, column_texts, exact_mean, exact_sum, ratio_of_sums
+
+__all__ = ["LENGTH_FEATURES", "length_stats", "row_token_lengths", "token_length_stats"]
+
+_PARTS = ("prompt", "response", "total")
+_STATS = ("mean", "std", "p10", "p50", "p90")
+#: Names of the token-length features, in order.
+LENGTH_FEATURES: tuple[str, ...] = (
+    *(f"{part}_tokens_{stat}" for part in _PARTS for stat in _STATS),
+    "io_length_ratio",
+)
+
+
+def row_token_lengths(batch: ArrowBatch, tokenizer: PreTrainedTokenizerBase) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: (prompt tokens, response tokens), without special tokens."""
+
+    def count(name: str) -> np.ndarray:
+        ids = tokenizer(column_texts(batch, name), add_special_tokens=False, return_attention_mask=False)
+        return np.array([len(row) for row in ids["input_ids"]], dtype=np.int64)
+
+    return count("prompt"), count("response")
+
+
+def _summary(name: str, values: np.ndarray) -> dict[str, float]:
+    mean = exact_mean(values)
+    std = math.sqrt(exact_sum((values - mean) ** 2) / len(values))
+    p10, p50, p90 = np.percentile(values, [10, 50, 90])
+    return {
+        f"{name}_tokens_mean": mean,
+        f"{name}_tokens_std": std,
+        f"{name}_tokens_p10": float(p10),
+        f"{name}_tokens_p50": float(p50),
+        f"{name}_tokens_p90": float(p90),
+    }
+
+
+def length_stats(prompt_tokens: np.ndarray, response_tokens: np.ndarray) -> dict[str, float]:
+    """Mean, population std and 10/50/90th percentiles of prompt, response and total tokens, plus the
+    input/output length ratio (total prompt tokens / total response tokens)."""
+    prompt = np.asarray(prompt_tokens, dtype=np.float64)
+    response = np.asarray(response_tokens, dtype=np.float64)
+    return {
+        **_summary("prompt", prompt),
+        **_summary("response", response),
+        **_summary("total", prompt + response),
+        "io_length_ratio": ratio_of_sums(prompt, response),
+    }
+
+
+def token_length_stats(batch: ArrowBatch, tokenizer: PreTrainedTokenizerBase) -> dict[str, float]:
+    """Token-length distribution of prompts, responses and their sum, and the input/output length ratio."""
+    return length_stats(*row_token_lengths(batch, tokenizer))

@@ -131,7 +131,7 @@ def _run_on_ray(table: pa.Table, sample: pa.Table, model: str, device: str) -> t
     scores = ray.data.from_arrow(sample).map_batches(
         ModelScorer,
         fn_constructor_kwargs={"model": model, "device": device},
-        batch_size=None,
+        batch_size=max(1, sample.num_rows),  # the whole (bounded) sample at once; Ray requires a size with GPUs
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=1),
         num_cpus=1,

@@ -240,6 +240,10 @@ def _parser() -> argparse.ArgumentParser:
 
     add_predictor_commands(sub)
 
+    from tuneahead_ray.serve import add_serve_command
+
+    add_serve_command(sub)
+
     demo = sub.add_parser("demo", help="fine-tune the embedded model on a clean testbed dataset, print the score")
     demo.add_argument("--size", type=int, default=4000)
     demo.add_argument("--seed", type=int, default=0)

@@ -1,0 +1,94 @@
+"""The ``serve`` command's settings: configs/serve.yaml read with Serve's schema, command-line overrides, and
+deployment options that must name deployments the app has."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import inspect
+from pathlib import Path
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from tuneahead_ray.serve import ServeConfig, add_serve_command, bind_app, build_app
+from tuneahead_ray.serve._cli import IMPORT_PATH, serve_settings
+from tuneahead_ray.yaml_config import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+SHIPPED = REPO / "configs" / "serve.yaml"
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_serve_command(parser.add_subparsers(dest="command", required=True))
+    return parser.parse_args(["serve", "--config", str(SHIPPED), *argv])
+
+
+def test_the_shipped_config_gives_the_service_its_settings() -> None:
+    settings = serve_settings(parse())
+    assert settings.config == ServeConfig(
+        model_dir=Path("models/predictor"),
+        token_env="TUNEAHEAD_TOKEN",
+        max_rows=1000,
+        max_body_bytes=1 << 20,
+        data_root=Path("configs/data"),
+    )
+    assert (settings.http_options["host"], settings.http_options["port"]) == ("127.0.0.1", 8000)
+    assert (settings.name, settings.route_prefix, settings.proxy_location) == ("tuneahead", "/", "HeadOnly")
+    score, worker = settings.deployment_options["ScoreService"], settings.deployment_options["FeatureWorker"]
+    assert score["autoscaling_config"]["target_ongoing_requests"] == 16 and score["max_ongoing_requests"] == 64
+    assert worker["max_ongoing_requests"] == 1 and "name" not in worker
+
+
+def test_command_line_options_override_the_file(tmp_path) -> None:
+    args = parse("--model-dir", str(tmp_path), "--port", "9001", "--host", "localhost", "--token-file", "tok.txt")
+    settings = serve_settings(args)
+    assert settings.config.model_dir == tmp_path
+    assert (settings.config.token_file, settings.config.token_env) == (Path("tok.txt"), None)
+    assert (settings.http_options["host"], settings.http_options["port"]) == ("localhost", 9001)
+    assert serve_settings(parse("--token-env", "OTHER")).config.token_env == "OTHER"
+
+
+def test_token_options_exclude_each_other() -> None:
+    with pytest.raises(SystemExit):
+        parse("--token-env", "A", "--token-file", "b")
+
+
+def write_config(tmp_path: Path, edit) -> Path:
+    config = yaml.safe_load(SHIPPED.read_text())
+    edit(config)
+    path = tmp_path / "serve.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_a_config_without_this_app_or_with_bad_args_is_refused(tmp_path) -> None:
+    other = write_config(tmp_path, lambda c: c["applications"][0].update(import_path="other.module:app"))
+    with pytest.raises(ConfigError, match=f"expected one application with import_path {IMPORT_PATH}, got 0"):
+        serve_settings(parse("--config", str(other)))
+    bad = write_config(tmp_path, lambda c: c["applications"][0]["args"].update(max_rows=0))
+    with pytest.raises(ValidationError, match="max_rows"):
+        serve_settings(parse("--config", str(bad)))
+    typo = write_config(tmp_path, lambda c: c["applications"][0]["args"].update(max_row=10))
+    with pytest.raises(ValidationError, match="max_row\n  Extra inputs are not permitted"):
+        serve_settings(parse("--config", str(typo)))
+
+
+def test_options_for_a_deployment_the_app_lacks_are_refused(tmp_path) -> None:
+    config = ServeConfig(model_dir=tmp_path)  # no data_root: no FeatureWorker
+    with pytest.raises(ValueError, match=r"deployment\(s\) \['FeatureWorker'\] that this app does not have"):
+        bind_app(config, {"FeatureWorker": {"num_replicas": 1}})
+    assert bind_app(config, {"ScoreService": {"num_replicas": 2}}) is not None
+
+
+def test_the_builder_takes_the_config_files_args(tmp_path) -> None:
+    from ray import serve
+
+    module, name = IMPORT_PATH.split(":")
+    builder = getattr(importlib.import_module(module), name)
+    assert builder is build_app and len(inspect.signature(builder).parameters) == 1  # what Serve requires
+    assert isinstance(builder({"model_dir": str(tmp_path), "max_rows": 10}), serve.Application)
+    with pytest.raises(ValidationError, match="max_rows"):
+        builder({"model_dir": str(tmp_path), "max_rows": 0})

@@ -1,0 +1,23 @@
+"""The prediction service: a Ray Serve application (FastAPI ingress, batched predictions, autoscaled replicas)
+with ``POST /v1/predict``, ``POST /v1/explain``, ``GET /v1/model`` and ``GET /healthz``.
+
+``build_app`` is the builder that ``configs/serve.yaml`` names; ``create_fastapi_app`` serves the same API from
+an in-process :class:`ModelBackend`, without Ray.
+"""
+
+from tuneahead_ray.serve._app import create_fastapi_app
+from tuneahead_ray.serve._backend import ModelBackend, PredictorBackend, RowPredictions
+from tuneahead_ray.serve._cli import add_serve_command
+from tuneahead_ray.serve._config import ServeConfig
+from tuneahead_ray.serve._deployments import bind_app, build_app
+
+__all__ = [
+    "ModelBackend",
+    "PredictorBackend",
+    "RowPredictions",
+    "ServeConfig",
+    "add_serve_command",
+    "bind_app",
+    "build_app",
+    "create_fastapi_app",
+]

@@ -92,6 +92,7 @@ def main() -> int:
         "machine_cores": os.cpu_count(),
         "platform": platform.platform(),
         "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]},
+        "tokenizers_parallelism": os.environ.get("TOKENIZERS_PARALLELISM", "library default"),
         "single_process": {"seconds": single_s, "rows_per_s": table.num_rows / single_s},
         "ray_data": {"seconds": ray_s, "rows_per_s": table.num_rows / ray_s, "ray_init_seconds": init_s},
         "speedup": single_s / ray_s,

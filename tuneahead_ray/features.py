@@ -13,7 +13,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from tuneahead_ray.probe import ProbePool, ProbeResult, ProbeSpec
-from tuneahead_ray.schemas import LORA_TARGET_MODULES, LR_SCHEDULES, Candidate, HyperParams
+from tuneahead_ray.schemas import LORA_TARGET_MODULES, LR_SCHEDULES, Candidate, DatasetRef, HyperParams
 from tuneahead_ray.store import ResultStore
 from tuneahead_ray.workers import PoolConfig, WorkerFailure
 
@@ -61,13 +61,13 @@ def hp_features(hp: HyperParams, num_examples: int) -> dict[str, float]:
     }
 
 
-def feature_row(candidate: Candidate, static: dict[str, float], probe: ProbeResult) -> dict:
+def feature_row(candidate: Candidate, fingerprint: str, static: dict[str, float], probe: ProbeResult) -> dict:
     """One output row: identity, every feature, and what the probe cost."""
     return {
         "candidate_id": probe.candidate_id,
         "model": candidate.model,
         "dataset": str(candidate.dataset.path),
-        "dataset_fingerprint": candidate.dataset.fingerprint(),
+        "dataset_fingerprint": fingerprint,
         "hp": candidate.hp.model_dump_json(),
         **static,
         **probe.features,
@@ -101,14 +101,16 @@ def compute_features(
     from tuneahead_ray.descriptors import compute_descriptors
 
     store = ResultStore(out_path)
-    todo = [c for c in candidates if c.candidate_id(c.dataset.fingerprint()) not in store]
+    # Hash each distinct dataset file once: a grid repeats the same few datasets across many candidates.
+    fingerprints = {path: DatasetRef(path=path).fingerprint() for path in {c.dataset.path for c in candidates}}
+    by_id = {c.candidate_id(fingerprints[c.dataset.path]): c for c in candidates}
+    todo = [c for key, c in by_id.items() if key not in store]
     report = on_progress or (lambda stage, done, total: None)
-    datasets = {c.dataset.fingerprint(): c.dataset for c in todo}
+    datasets = {fingerprints[c.dataset.path]: c.dataset for c in todo}
     static: dict[str, dict[str, float]] = {}
     for done, (fingerprint, dataset) in enumerate(datasets.items(), start=1):
         static[fingerprint] = compute_descriptors(dataset, model, cache_dir=cache_dir)
         report("descriptors", done, len(datasets))
-    by_id = {c.candidate_id(c.dataset.fingerprint()): c for c in todo}
     failures: list[WorkerFailure] = []
     if todo:
         pool = ProbePool(model, pool_config)
@@ -118,7 +120,8 @@ def compute_features(
                     failures.append(result)
                 else:
                     candidate = by_id[result.candidate_id]
-                    store.append(feature_row(candidate, static[candidate.dataset.fingerprint()], result))
+                    fingerprint = fingerprints[candidate.dataset.path]
+                    store.append(feature_row(candidate, fingerprint, static[fingerprint], result))
                 report("probes", done, len(todo))
         finally:
             pool.shutdown()

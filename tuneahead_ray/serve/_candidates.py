@@ -88,10 +88,10 @@ class CandidateFeaturizer:
         self._descriptors: OrderedDict[tuple[str, str], dict[str, float]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def _static(self, dataset: DatasetRef) -> dict[str, float]:
+    def _static(self, dataset: DatasetRef, fingerprint: str) -> dict[str, float]:
         from tuneahead_ray.descriptors import compute_descriptors
 
-        key = (dataset.fingerprint(), dataset.format)
+        key = (fingerprint, dataset.format)
         if key not in self._descriptors:
             self._descriptors[key] = compute_descriptors(dataset, self.base_model, use_ray=False, device=self.device)
             while len(self._descriptors) > _DESCRIPTOR_CACHE_SIZE:
@@ -104,5 +104,6 @@ class CandidateFeaturizer:
         from tuneahead_ray.features import feature_row
 
         with self._lock:
-            static = self._static(candidate.dataset)
-            return feature_row(candidate, static, self.worker.probe(candidate, self.spec))
+            fingerprint = candidate.dataset.fingerprint()
+            static = self._static(candidate.dataset, fingerprint)
+            return feature_row(candidate, fingerprint, static, self.worker.probe(candidate, self.spec))

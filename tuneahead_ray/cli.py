@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from tuneahead_ray._cli_common import StageBars, add_ray_args, init_ray
 from tuneahead_ray.modeling import DEFAULT_MODEL, default_model_dir, default_proxy_dir
 from tuneahead_ray.schemas import Candidate, DatasetRef, HyperParams
 from tuneahead_ray.yaml_config import load_yaml_model
 
 __all__ = ["main"]
 
-#: The demo's hyperparameters: a sound fine-tune of the embedded model.
+#: A sound fine-tune of the embedded model (the testbed spread benchmark's reference run).
 DEMO_HP = Path(__file__).resolve().parent / "testbed" / "hp_tiny.yaml"
 
 
@@ -52,22 +52,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.out:
         Path(args.out).write_text(text + "\n", encoding="utf-8")
     print(text)
-    return 0
-
-
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from tuneahead_ray.testbed import DataSpec, write_dataset
-
-    hp = load_yaml_model(DEMO_HP, HyperParams)
-    with tempfile.TemporaryDirectory() as tmp:
-        data = write_dataset(DataSpec(size=args.size, seed=args.seed), Path(tmp) / "demo.jsonl")
-        print(f"fine-tuning the embedded tiny Qwen2 on {args.size} clean testbed records ({data.name})")
-        result = _fine_tune(data, hp, DEFAULT_MODEL, args.device, "auto")
-    print(f"base model score   {result.base_score:6.2f} pp")
-    print(f"fine-tuned score   {result.score:6.2f} pp  ({result.gain:+.2f} pp)")
-    for name, value in result.per_family.items():
-        print(f"  {name:10s} {value:6.2f} pp")
-    print(f"{result.steps} steps, {result.tokens_processed} tokens, {result.wall_seconds:.1f} s on {result.device}")
     return 0
 
 
@@ -115,34 +99,6 @@ def _cmd_build_base(args: argparse.Namespace) -> int:
     return 0
 
 
-class _StageBars:
-    """One tqdm bar per pipeline stage, with counts and rates."""
-
-    def __init__(self) -> None:
-        self.bars: dict = {}
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        from tqdm.auto import tqdm
-
-        if stage not in self.bars:
-            self.bars[stage] = tqdm(total=total, desc=stage, unit="item", file=sys.stderr, dynamic_ncols=True)
-        bar = self.bars[stage]
-        bar.update(done - bar.n)
-        if done >= total:
-            bar.close()
-
-
-def _init_ray(args: argparse.Namespace) -> None:
-    import ray
-
-    if ray.is_initialized():
-        return
-    if args.address:
-        ray.init(address=args.address, log_to_driver=False)
-    else:
-        ray.init(num_cpus=args.num_cpus, num_gpus=args.num_gpus, include_dashboard=False, log_to_driver=False)
-
-
 def _cmd_features(args: argparse.Namespace) -> int:
     from tuneahead_ray.features import compute_features
     from tuneahead_ray.grid import load_grid
@@ -151,7 +107,7 @@ def _cmd_features(args: argparse.Namespace) -> int:
     grid, candidates = load_grid(args.grid)
     out = args.out or Path(grid.output_dir) / "features.parquet"
     print(f"{len(candidates)} candidates from {args.grid}", file=sys.stderr)
-    _init_ray(args)
+    init_ray(args)
     config = PoolConfig(num_workers=args.workers, gpus_per_worker=args.gpus_per_worker, device=grid.device)
     table, failures = compute_features(
         candidates,
@@ -160,7 +116,7 @@ def _cmd_features(args: argparse.Namespace) -> int:
         spec=grid.probe,
         pool_config=config,
         cache_dir=Path(out).parent / "cache",
-        on_progress=_StageBars(),
+        on_progress=StageBars(),
     )
     print(f"wrote {table.num_rows} rows to {out}")
     for failure in failures:
@@ -176,7 +132,7 @@ def _cmd_corpus_build(args: argparse.Namespace) -> int:
     from tuneahead_ray.workers import PoolConfig
 
     proxy = None if args.no_proxy else str(resolve_model_dir(args.proxy_model or default_proxy_dir()))
-    _init_ray(args)
+    init_ray(args)
     bar = tqdm(desc="corpus runs", unit="run", file=sys.stderr, dynamic_ncols=True)
 
     def progress(done: int, total: int) -> None:
@@ -198,14 +154,6 @@ def _cmd_corpus_build(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-def _add_ray_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--address", help="Ray cluster address (e.g. auto); default starts a local Ray")
-    parser.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all)")
-    parser.add_argument("--num-gpus", type=int, help="GPUs of the local Ray (default: detected)")
-    parser.add_argument("--workers", type=int, help="probe actors (default: one per GPU, else per CPU)")
-    parser.add_argument("--gpus-per-worker", type=float, default=1.0, help="a fraction packs small models")
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tuneahead-ray", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -222,7 +170,7 @@ def _parser() -> argparse.ArgumentParser:
     features = sub.add_parser("features", help="meta-feature rows (static + probe + hp) for every grid candidate")
     features.add_argument("--grid", type=Path, required=True, help="grid YAML")
     features.add_argument("--out", type=Path, help="Parquet output (default: <output_dir>/features.parquet)")
-    _add_ray_args(features)
+    add_ray_args(features)
     features.set_defaults(func=_cmd_features)
 
     corpus = sub.add_parser("corpus", help="the corpus of completed runs").add_subparsers(dest="corpus", required=True)
@@ -233,22 +181,20 @@ def _parser() -> argparse.ArgumentParser:
     corpus_build.add_argument("--device", default="cpu")
     corpus_build.add_argument("--proxy-model", help="proxy model dir for the ProxyLM baseline (default: embedded)")
     corpus_build.add_argument("--no-proxy", action="store_true", help="skip the proxy fine-tunes")
-    _add_ray_args(corpus_build)
+    add_ray_args(corpus_build)
     corpus_build.set_defaults(func=_cmd_corpus_build)
 
     from tuneahead_ray.predictor import add_predictor_commands
 
     add_predictor_commands(sub)
 
+    from tuneahead_ray.screening import add_screening_commands
+
+    add_screening_commands(sub)
+
     from tuneahead_ray.serve import add_serve_command
 
     add_serve_command(sub)
-
-    demo = sub.add_parser("demo", help="fine-tune the embedded model on a clean testbed dataset, print the score")
-    demo.add_argument("--size", type=int, default=4000)
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--device", default="auto")
-    demo.set_defaults(func=_cmd_demo)
 
     testbed = sub.add_parser("testbed", help="the embedded testbed").add_subparsers(dest="testbed", required=True)
     make = testbed.add_parser("make-data", help="write a synthetic dataset with quality knobs (chat JSONL)")

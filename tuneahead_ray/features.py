@@ -7,7 +7,7 @@ appends every finished row to a checkpoint, so a killed run resumes where it sto
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pyarrow as pa
@@ -17,7 +17,17 @@ from tuneahead_ray.schemas import LORA_TARGET_MODULES, LR_SCHEDULES, Candidate, 
 from tuneahead_ray.store import ResultStore
 from tuneahead_ray.workers import PoolConfig, WorkerFailure
 
-__all__ = ["HP_FEATURES", "hp_features", "feature_row", "compute_features"]
+__all__ = [
+    "DESCRIPTOR_SAMPLE_SIZE",
+    "HP_FEATURES",
+    "candidate_ids",
+    "compute_features",
+    "dataset_fingerprints",
+    "feature_row",
+    "hp_features",
+    "probe_features",
+    "static_features",
+]
 
 HP_FEATURES: tuple[str, ...] = (
     "hp_log10_lr",
@@ -84,6 +94,76 @@ def feature_row(candidate: Candidate, fingerprint: str, static: dict[str, float]
     }
 
 
+#: Descriptor sample size of the model-based descriptors: the corpus was built with it, so screening uses it too.
+DESCRIPTOR_SAMPLE_SIZE = 128
+
+ProgressFn = Callable[[str, int, int], None]
+
+
+def dataset_fingerprints(candidates: Iterable[Candidate]) -> dict[Path, str]:
+    """Content hash of each distinct dataset file: a grid repeats the same few datasets across many candidates."""
+    return {path: DatasetRef(path=path).fingerprint() for path in {c.dataset.path for c in candidates}}
+
+
+def candidate_ids(candidates: Iterable[Candidate], fingerprints: dict[Path, str]) -> dict[str, Candidate]:
+    """Candidates by content id (model, dataset content, hyperparameters)."""
+    return {c.candidate_id(fingerprints[c.dataset.path]): c for c in candidates}
+
+
+def static_features(
+    candidates: Iterable[Candidate],
+    fingerprints: dict[Path, str],
+    *,
+    model: str,
+    cache_dir: str | Path | None = None,
+    on_progress: ProgressFn | None = None,
+) -> dict[str, dict[str, float]]:
+    """Static descriptors per dataset fingerprint, one Ray Data pass per distinct dataset (cached)."""
+    from tuneahead_ray.descriptors import compute_descriptors
+
+    datasets = {fingerprints[c.dataset.path]: c.dataset for c in candidates}
+    static: dict[str, dict[str, float]] = {}
+    for done, (fingerprint, dataset) in enumerate(datasets.items(), start=1):
+        static[fingerprint] = compute_descriptors(
+            dataset, model, cache_dir=cache_dir, sample_size=DESCRIPTOR_SAMPLE_SIZE
+        )
+        if on_progress is not None:
+            on_progress("descriptors", done, len(datasets))
+    return static
+
+
+def probe_features(
+    todo: dict[str, Candidate],
+    fingerprints: dict[Path, str],
+    static: dict[str, dict[str, float]],
+    store: ResultStore,
+    *,
+    model: str,
+    spec: ProbeSpec,
+    pool_config: PoolConfig | None = None,
+    state_dirs: dict[str, str] | None = None,
+    on_progress: ProgressFn | None = None,
+) -> list[WorkerFailure]:
+    """Probe every candidate of ``todo`` (by id) on the actor pool, appending each feature row to ``store``."""
+    failures: list[WorkerFailure] = []
+    if not todo:
+        return failures
+    pool = ProbePool(model, pool_config)
+    try:
+        for done, result in enumerate(pool.run(todo, spec, state_dirs), start=1):
+            if isinstance(result, WorkerFailure):
+                failures.append(result)
+            else:
+                candidate = todo[result.candidate_id]
+                fingerprint = fingerprints[candidate.dataset.path]
+                store.append(feature_row(candidate, fingerprint, static[fingerprint], result))
+            if on_progress is not None:
+                on_progress("probes", done, len(todo))
+    finally:
+        pool.shutdown()
+    return failures
+
+
 def compute_features(
     candidates: list[Candidate],
     out_path: str | Path,
@@ -92,38 +172,18 @@ def compute_features(
     spec: ProbeSpec,
     pool_config: PoolConfig | None = None,
     cache_dir: str | Path | None = None,
-    on_progress: Callable[[str, int, int], None] | None = None,
+    on_progress: ProgressFn | None = None,
 ) -> tuple[pa.Table, list[WorkerFailure]]:
     """Feature rows for every candidate, resuming from ``out_path``'s checkpoint; Ray must be initialised.
 
     ``on_progress(stage, done, total)`` is called as descriptors and probes finish.
     """
-    from tuneahead_ray.descriptors import compute_descriptors
-
     store = ResultStore(out_path)
-    # Hash each distinct dataset file once: a grid repeats the same few datasets across many candidates.
-    fingerprints = {path: DatasetRef(path=path).fingerprint() for path in {c.dataset.path for c in candidates}}
-    by_id = {c.candidate_id(fingerprints[c.dataset.path]): c for c in candidates}
-    todo = [c for key, c in by_id.items() if key not in store]
-    report = on_progress or (lambda stage, done, total: None)
-    datasets = {fingerprints[c.dataset.path]: c.dataset for c in todo}
-    static: dict[str, dict[str, float]] = {}
-    for done, (fingerprint, dataset) in enumerate(datasets.items(), start=1):
-        static[fingerprint] = compute_descriptors(dataset, model, cache_dir=cache_dir)
-        report("descriptors", done, len(datasets))
-    failures: list[WorkerFailure] = []
-    if todo:
-        pool = ProbePool(model, pool_config)
-        try:
-            for done, result in enumerate(pool.run(todo, spec), start=1):
-                if isinstance(result, WorkerFailure):
-                    failures.append(result)
-                else:
-                    candidate = by_id[result.candidate_id]
-                    fingerprint = fingerprints[candidate.dataset.path]
-                    store.append(feature_row(candidate, fingerprint, static[fingerprint], result))
-                report("probes", done, len(todo))
-        finally:
-            pool.shutdown()
+    fingerprints = dataset_fingerprints(candidates)
+    todo = {key: c for key, c in candidate_ids(candidates, fingerprints).items() if key not in store}
+    static = static_features(todo.values(), fingerprints, model=model, cache_dir=cache_dir, on_progress=on_progress)
+    failures = probe_features(
+        todo, fingerprints, static, store, model=model, spec=spec, pool_config=pool_config, on_progress=on_progress
+    )
     store.flush()
     return store.table(), failures

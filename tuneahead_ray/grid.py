@@ -1,4 +1,5 @@
-"""The candidate grid: a YAML spec of model, datasets, a hyperparameter space and a probe spec, and its expansion.
+"""The candidate grid: a YAML spec of model, datasets, a hyperparameter space, a probe spec and the screening
+decision (success threshold, budget, cost model, policy, predictor), and its expansion into candidates.
 
 Axes may be a single value, a list, ``{range: [lo, hi], num: n}`` (evenly spaced) or ``{log_range: [lo, hi],
 num: n}`` (log-spaced); ``samples: N`` draws N random points of the product instead of taking all of it.
@@ -11,7 +12,7 @@ import glob
 import itertools
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -21,7 +22,7 @@ from tuneahead_ray.probe import ProbeSpec
 from tuneahead_ray.schemas import Candidate, DatasetFormat, DatasetRef, HyperParams
 from tuneahead_ray.yaml_config import ConfigError, load_yaml_model
 
-__all__ = ["GridSpec", "RangeAxis", "expand_grid", "load_grid"]
+__all__ = ["Budget", "CostModel", "GridSpec", "RangeAxis", "expand_grid", "load_grid"]
 
 _HP_FIELDS = tuple(HyperParams.model_fields)
 
@@ -49,6 +50,36 @@ class RangeAxis(BaseModel):
         return [float(v) for v in np.linspace(*self.range, self.num)]
 
 
+class Budget(BaseModel):
+    """Compute for the GO runs: worker (GPU) hours, or a number of average full runs of this grid."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    gpu_hours: float | None = Field(None, gt=0, description="Worker-hours (GPU-hours on GPUs) for the GO runs.")
+    full_runs: float | None = Field(None, gt=0, description="As many as this many average full runs of the grid.")
+
+    @model_validator(mode="after")
+    def _one_unit(self) -> Budget:
+        if (self.gpu_hours is None) == (self.full_runs is None):
+            raise ValueError("give exactly one of 'gpu_hours' or 'full_runs'")
+        return self
+
+
+class CostModel(BaseModel):
+    """How a candidate's full-run cost is estimated (worker-seconds)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["tokens", "measured"] = Field(
+        "tokens",
+        description="tokens: training tokens (steps x batch x mean tokens per example) / tokens_per_second; "
+        "measured: the probe's own seconds per token x the run's tokens (machine-dependent, so not reproducible)",
+    )
+    tokens_per_second: float = Field(
+        5_000.0, gt=0, description="Training tokens per second of one worker (about a 7B LoRA run on one GPU)."
+    )
+
+
 class GridSpec(BaseModel):
     """What to screen. Paths are relative to the grid file."""
 
@@ -63,6 +94,51 @@ class GridSpec(BaseModel):
     probe: ProbeSpec = Field(default_factory=ProbeSpec)
     device: str = Field("auto", description="auto, cpu or cuda.")
     output_dir: str = Field("tuneahead-out", description="Where results, checkpoints and reports go.")
+    threshold: float | None = Field(None, description="Success: a final score >= threshold (in the score's unit).")
+    base_score: float | None = Field(
+        None, description="The base model's score (default model: read from the corpus); gains are measured from it."
+    )
+    policy: Literal["threshold", "top_k", "expected_gain", "success_probability"] = Field(
+        "threshold", description="How the GO set is chosen (see tuneahead_ray.scheduler)."
+    )
+    top_k: int | None = Field(None, ge=0, description="Candidates to keep under the top_k policy.")
+    budget: Budget | None = Field(None, description="Compute for the GO runs (the budgeted policies need one).")
+    cost: CostModel = Field(default_factory=CostModel)
+    probe_budget: float | None = Field(
+        None,
+        gt=0,
+        description="Probe only this many candidates (> 1) or this share of them (<= 1): those whose probe-free "
+        "prediction (static descriptors + hyperparameters) leaves them most in contention. Default: probe all.",
+    )
+    keep_probe_state: bool = Field(
+        False,
+        description="Save each probe's adapter and optimizer state under <output_dir>/probe_state, so `launch` "
+        "resumes GO runs from their probes instead of starting over (disk: one adapter + optimizer state each).",
+    )
+    predictor: str = Field(
+        "default", description="Model directory from `predictor train`, or 'default' (trained on the shipped corpus)."
+    )
+    prescreen_predictor: str = Field(
+        "default", description="Probe-free predictor for probe_budget: a model directory, or 'default'."
+    )
+
+    def screening_errors(self) -> list[str]:
+        """What the screening decision still lacks, each naming its key (a features-only grid needs none of it)."""
+        errors = []
+        if self.policy in ("threshold", "success_probability") and self.threshold is None:
+            errors.append(f"threshold: policy {self.policy!r} needs a success threshold")
+        if self.policy == "top_k" and self.top_k is None:
+            errors.append("top_k: policy 'top_k' needs it")
+        if self.policy in ("expected_gain", "success_probability") and self.budget is None:
+            errors.append(f"budget: policy {self.policy!r} needs a budget")
+        if self.model != DEFAULT_MODEL and self.predictor == "default":
+            errors.append(
+                "predictor: the default predictor is trained on runs of the embedded model; for another base model "
+                "give a model directory (train one with `tuneahead-ray predictor train` on a corpus of that model)"
+            )
+        if self.model != DEFAULT_MODEL and self.base_score is None and self.policy == "expected_gain":
+            errors.append("base_score: policy 'expected_gain' needs the base model's score for a custom model")
+        return errors
 
     @field_validator("hp")
     @classmethod

@@ -16,7 +16,7 @@ def ray_session() -> Iterator[None]:
     """
     import ray
 
-    ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False)
     try:
         yield
     finally:

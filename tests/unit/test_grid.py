@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 
-from tuneahead_ray.grid import load_grid
+from tuneahead_ray.grid import GridSpec, load_grid
 from tuneahead_ray.testbed import DataSpec, write_dataset
 from tuneahead_ray.yaml_config import ConfigError
 
@@ -70,3 +71,43 @@ def test_bad_grids_name_the_file_and_the_key(data_dir, body: str, expected: str)
     with pytest.raises(ConfigError) as err:
         load_grid(_grid(data_dir, body))
     assert "grid.yaml" in str(err.value) and expected in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "body, expected",
+    [
+        ("budget: {gpu_hours: 1, full_runs: 3}\n", "exactly one"),
+        ("budget: {}\n", "exactly one"),
+        ("budget: {gpu_hours: -1}\n", "budget.gpu_hours"),
+        ("probe_budget: 0\n", "probe_budget"),
+        ("policy: best\n", "policy"),
+        ("cost: {kind: flops}\n", "cost.kind"),
+        ("cost: {tokens_per_second: 0}\n", "cost.tokens_per_second"),
+    ],
+)
+def test_bad_screening_keys_are_named(data_dir, body: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_grid(_grid(data_dir, "datasets: [d1.jsonl]\n" + body))
+    assert "grid.yaml" in str(err.value) and expected in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "body, expected",
+    [
+        ("", "threshold: policy 'threshold' needs"),
+        ("policy: top_k\n", "top_k:"),
+        ("policy: expected_gain\n", "budget:"),
+        ("policy: success_probability\nbudget: {full_runs: 2}\n", "threshold:"),
+        ("model: some/dir\nthreshold: 50\n", "predictor:"),
+    ],
+)
+def test_screening_needs_what_its_policy_uses(body: str, expected: str) -> None:
+    grid = GridSpec(datasets=["d1.jsonl"], **yaml.safe_load(body or "{}"))
+    errors = grid.screening_errors()
+    assert any(expected in error for error in errors), errors
+
+
+def test_a_complete_screening_grid_has_no_errors(data_dir) -> None:
+    body = "datasets: [d1.jsonl]\nthreshold: 55\npolicy: success_probability\nbudget: {gpu_hours: 2}\n"
+    grid, candidates = load_grid(_grid(data_dir, body))
+    assert grid.screening_errors() == [] and len(candidates) == 1

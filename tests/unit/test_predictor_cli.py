@@ -102,3 +102,20 @@ def test_predict_refuses_a_missing_model_and_names_a_missing_feature(tmp_path, r
     synthetic_metadataset(3).drop(columns="x2").to_csv(partial, index=False)
     with pytest.raises(MetadatasetError, match="partial.csv: missing feature column.*'x2'"):
         _run("predict", "--model-dir", str(tmp_path / "model"), "--features", str(partial))
+
+
+def test_incremental_training_refits_the_same_model_on_more_rows(tmp_path, runs_csv, capsys) -> None:
+    model = str(tmp_path / "model")
+    assert _run("predictor", "train", "--data", str(runs_csv), "--target", "y", "--drop", "noise", "--out", model) == 0
+    first = json.loads(capsys.readouterr().out)
+    more = tmp_path / "more.csv"
+    synthetic_metadataset(60, seed=11).assign(run=[f"n{i}" for i in range(60)]).to_csv(more, index=False)
+    argv = ["predictor", "train", "--incremental", "--data", str(runs_csv), "--data", str(more), "--target", "y"]
+    assert _run(*argv, "--out", model) == 0  # no --drop: the features come from the existing model
+    second = json.loads(capsys.readouterr().out)
+    assert second["features"] == first["features"] == 2
+    assert second["metrics"]["n_train"] == first["metrics"]["n_train"] + 60
+    assert second["metrics"]["previous_n_train"] == first["metrics"]["n_train"]
+    assert second["training_data_sha256"] != first["training_data_sha256"]
+    with pytest.raises(MetadatasetError, match="predicts 'y'"):
+        _run("predictor", "train", "--incremental", "--data", str(more), "--target", "noise", "--out", model)

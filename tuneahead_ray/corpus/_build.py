@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from tuneahead_ray.corpus._sampling import CorpusSpec, dominant_family, sample_corpus_specs
 from tuneahead_ray.descriptors import describe_table
-from tuneahead_ray.features import hp_features
+from tuneahead_ray.features import DESCRIPTOR_SAMPLE_SIZE, hp_features
 from tuneahead_ray.modeling import DEFAULT_MODEL, load_model, load_tokenizer, resolve_device
 from tuneahead_ray.probe import ProbeSpec, run_probe, trajectory_features
 from tuneahead_ray.store import ResultStore
@@ -87,7 +87,9 @@ class CorpusWorker:
     def run(self, spec: CorpusSpec, probe_spec: ProbeSpec) -> dict:
         table = _table(spec)
         started = time.perf_counter()
-        static = describe_table(table, self.model_name, use_ray=False, sample_size=128, device=str(self.device))
+        static = describe_table(
+            table, self.model_name, use_ray=False, sample_size=DESCRIPTOR_SAMPLE_SIZE, device=str(self.device)
+        )
         descriptor_seconds = time.perf_counter() - started
         hp = spec.hp
         pairs = encode_pairs(

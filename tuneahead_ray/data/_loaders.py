@@ -68,6 +68,7 @@ def load_records(source: Source, format: Format = "auto") -> list[dict[str, str]
 def write_jsonl(records: Iterable[Mapping[str, Any]], path: str | os.PathLike[str]) -> Path:
     """Write one JSON object per line, atomically (temp file in the same directory, then ``os.replace``)."""
     target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:

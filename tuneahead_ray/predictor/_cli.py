@@ -17,7 +17,7 @@ from tuneahead_ray.predictor._baselines import corpus_models
 from tuneahead_ray.predictor._errors import MetadatasetError
 from tuneahead_ray.predictor._evaluate import cross_validate, default_models
 from tuneahead_ray.predictor._explain import Explainer
-from tuneahead_ray.predictor._metadataset import feature_columns, load_metadataset
+from tuneahead_ray.predictor._metadataset import feature_columns, load_metadataset, source_of
 from tuneahead_ray.predictor._model import PredictorConfig, ScorePredictor
 from tuneahead_ray.predictor._store import load_predictor, save_predictor
 
@@ -33,7 +33,7 @@ def _dropped(args: argparse.Namespace, table: pd.DataFrame) -> list[str]:
     if args.group is None:
         return list(args.drop)
     if args.group not in table.columns:
-        raise MetadatasetError(f"{args.data}: no group column {args.group!r}")
+        raise MetadatasetError(f"{source_of(table)}: no group column {args.group!r}")
     return [*args.drop, args.group]
 
 
@@ -61,10 +61,34 @@ def _emit(text: str, out: Path | None, what: str) -> None:
     print(f"wrote {what} to {out}")
 
 
+def _load_tables(paths: list[Path], target: str | None) -> pd.DataFrame:
+    """One metadataset from one or more files; rows of the same ``candidate_id`` keep the last file's version."""
+    tables = [load_metadataset(path, target) for path in paths]
+    if len(tables) == 1:
+        return tables[0]
+    table = pd.concat(tables, ignore_index=True, sort=False)
+    if "candidate_id" in table.columns:
+        table = table.drop_duplicates("candidate_id", keep="last").reset_index(drop=True)
+    table.attrs["source"] = " + ".join(str(path) for path in paths)
+    return table
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
-    table = load_metadataset(args.data, args.target)
-    features = feature_columns(table, args.target, _dropped(args, table))
-    predictor = ScorePredictor(features, _config(args)).fit(table, args.target)
+    table = _load_tables(args.data, args.target)
+    previous = None
+    if args.incremental:
+        # Refit the existing model's features and configuration on its data plus the new rows.
+        _, previous = load_predictor(args.out)
+        if previous.target != args.target:
+            raise MetadatasetError(f"{args.out}: the model predicts {previous.target!r}, not {args.target!r}")
+        features, config = previous.features, previous.config
+    else:
+        features, config = feature_columns(table, args.target, _dropped(args, table)), _config(args)
+    predictor = ScorePredictor(features, config).fit(table, args.target)
+    if previous is not None:
+        predictor.metrics.update(
+            previous_card_sha256=previous.card_sha256, previous_n_train=int(previous.metrics["n_train"])
+        )
     card = save_predictor(predictor, args.out)
     summary = {
         "model_dir": str(args.out),
@@ -76,7 +100,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_cv(args: argparse.Namespace) -> int:
-    table = load_metadataset(args.data, args.target)
+    table = _load_tables(args.data, args.target)
     config = _config(args)
     if args.baselines:  # fixed corpus feature groups: --drop does not apply
         models = corpus_models(config)
@@ -119,7 +143,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _add_table_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", type=Path, required=True, help="metadataset: .csv, .parquet or .jsonl")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        action="append",
+        help="metadataset: .csv, .parquet or .jsonl; repeat to join several (e.g. the corpus and launch outcomes)",
+    )
     parser.add_argument("--target", required=True, help="numeric column to predict (e.g. score)")
     parser.add_argument("--group", help="column of groups held out together (e.g. family_group); not a feature")
     parser.add_argument("--drop", nargs="+", action="extend", default=[], metavar="COL", help="columns to ignore")
@@ -136,6 +166,11 @@ def add_predictor_commands(subparsers: argparse._SubParsersAction) -> None:
     train = commands.add_parser("train", help="fit the predictor and save it (LightGBM text model + JSON card)")
     _add_table_args(train)
     train.add_argument("--out", type=Path, required=True, help="model directory")
+    train.add_argument(
+        "--incremental",
+        action="store_true",
+        help="refit the model in --out (same features and settings) on --data, e.g. the corpus plus new outcomes",
+    )
     train.set_defaults(func=_cmd_train)
 
     cv = commands.add_parser("cv", help="repeated held-out evaluation, printed as JSON")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 
 from tuneahead_ray.probe._spec import ProbeSpec
 from tuneahead_ray.probe._worker import ProbeResult, ProbeWorker
@@ -20,13 +20,17 @@ class ProbePool(WorkerPool):
         super().__init__(ProbeWorker, (model, config.device), config)
 
     def run(
-        self, candidates: Iterable[Candidate], spec: ProbeSpec, state_dirs: dict[str, str] | None = None
+        self,
+        candidates: Iterable[Candidate] | Mapping[str, Candidate],
+        spec: ProbeSpec,
+        state_dirs: dict[str, str] | None = None,
     ) -> Iterator[ProbeResult | WorkerFailure]:
-        """Probe every candidate once. ``state_dirs`` maps a candidate id to where its trainer state is saved."""
-        jobs = (
-            (key, (candidate, spec, (state_dirs or {}).get(key)))
-            for candidate in candidates
-            for key in [candidate.candidate_id(candidate.dataset.fingerprint())]
-        )
+        """Probe every candidate once; pass a mapping of candidate ids to candidates to skip re-hashing datasets.
+
+        ``state_dirs`` maps a candidate id to where its trainer state is saved.
+        """
+        if not isinstance(candidates, Mapping):
+            candidates = {c.candidate_id(c.dataset.fingerprint()): c for c in candidates}
+        jobs = ((key, (candidate, spec, (state_dirs or {}).get(key))) for key, candidate in candidates.items())
         for _, result in self.map_unordered("probe", jobs):
             yield result

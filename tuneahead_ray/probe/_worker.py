@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import socket
 import time
@@ -20,9 +21,19 @@ from tuneahead_ray.probe._spec import ProbeSpec
 from tuneahead_ray.schemas import Candidate
 from tuneahead_ray.training import EncodedPairs, StepTrainer, attach_adapter, detach_adapter, encode_pairs
 
-__all__ = ["ProbeResult", "ProbeWorker"]
+__all__ = ["PROBE_LOSSES_FILE", "ProbeResult", "ProbeWorker"]
 
 _PAIRS_CACHE_SIZE = 8
+
+
+#: Beside the saved trainer state: the probe's per-step losses, so a resumed run has its whole loss curve.
+PROBE_LOSSES_FILE = "probe_losses.json"
+
+
+def _save_state(trainer: StepTrainer, losses: list[float], state_dir: str) -> str:
+    directory = trainer.save_state(Path(state_dir))
+    (directory / PROBE_LOSSES_FILE).write_text(json.dumps(losses), encoding="utf-8")
+    return str(directory)
 
 
 class ProbeResult(BaseModel):
@@ -87,7 +98,7 @@ class ProbeWorker:
         try:
             trainer = StepTrainer(adapted, pairs, candidate.hp, total, self.tokenizer.pad_token_id)
             trace = run_probe(trainer, spec.steps_for(total), spec)
-            saved = str(trainer.save_state(Path(state_dir))) if state_dir else None
+            saved = _save_state(trainer, trace.losses, state_dir) if state_dir else None
         finally:
             self.model = detach_adapter(adapted)
         features = trajectory_features(trace, spec)

@@ -1,0 +1,190 @@
+"""``tuneahead-ray screen`` end to end on a real local Ray: outputs, resume after a kill, and ``ray job submit``."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tuneahead_ray.cli import main
+from tuneahead_ray.testbed import DataSpec, write_dataset
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+GRID = """\
+datasets: [data/*.jsonl]
+hp:
+  lr: [1.0e-3, 1.0e-2]
+  lora_r: [4, 8]
+  max_seq_len: 48
+  batch_size: 16
+probe: {fraction: 0.2, min_steps: 5, max_steps: 10}
+threshold: 50
+policy: expected_gain
+budget: {full_runs: 2}
+"""
+#: Columns that record where and how fast a probe ran: they differ between runs by design.
+MACHINE_COLUMNS = ["worker", "probe_seconds"]
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("screen")
+    write_dataset(DataSpec(size=160, seed=1), root / "data" / "clean.jsonl")
+    write_dataset(DataSpec(size=160, label_noise=0.7, seed=2), root / "data" / "noisy.jsonl")
+    path = root / "grid.yaml"
+    path.write_text(GRID, encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module", autouse=True)
+def predictor_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Default predictors are trained once into a temporary cache, shared with the subprocesses below."""
+    previous = os.environ.get("TUNEAHEAD_CACHE")
+    os.environ["TUNEAHEAD_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if previous is None:
+        os.environ.pop("TUNEAHEAD_CACHE")
+    else:
+        os.environ["TUNEAHEAD_CACHE"] = previous
+
+
+@pytest.fixture(scope="module")
+def screened(grid: Path, ray_session) -> Path:
+    out = grid.parent / "uninterrupted"
+    assert main(["screen", str(grid), "--out", str(out)]) == 0
+    return out
+
+
+def _report(out: Path) -> dict:
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    report.pop("timing_s")
+    report["grid"].pop("output_dir")
+    return report
+
+
+def _candidates(out: Path) -> pd.DataFrame:
+    return pd.read_parquet(out / "candidates.parquet").drop(columns=MACHINE_COLUMNS)
+
+
+def _checkpoint_lines(out: Path) -> int:
+    path = out / "features.parquet.jsonl"
+    return len(path.read_bytes().splitlines()) if path.exists() else 0
+
+
+def test_screen_writes_the_report_and_rerunning_reprobes_nothing(screened: Path, grid: Path) -> None:
+    report = _report(screened)
+    summary = report["summary"]
+    assert summary["candidates"] == summary["probed"] == 8 and summary["datasets"] == 2
+    decisions = [row["decision"] for row in report["candidates"]]
+    assert decisions.count("GO") == summary["go"] >= 1
+    assert summary["compute_s"]["go_runs"] <= summary["budget_s"] + 1e-9
+    assert 0 < summary["compute_saved"] < 1
+    noisy = [row["predicted"] for row in report["candidates"] if row["dataset_name"] == "noisy.jsonl"]
+    clean = [row["predicted"] for row in report["candidates"] if row["dataset_name"] == "clean.jsonl"]
+    assert max(noisy) < max(clean)  # 70% wrong answers: the predictor must see it
+    html = (screened / "report.html").read_text(encoding="utf-8")
+    assert all(row["candidate_id"][:10] in html for row in report["candidates"] if row["decision"] == "GO")
+    assert len(pd.read_parquet(screened / "candidates.parquet")) == 8
+
+    assert main(["screen", str(grid), "--out", str(screened)]) == 0
+    assert _checkpoint_lines(screened) == 8  # nothing probed twice
+    assert _report(screened) == report
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+
+
+def test_a_killed_screening_resumes_to_the_same_report(screened: Path, grid: Path) -> None:
+    out = grid.parent / "killed"
+    command = [sys.executable, "-m", "tuneahead_ray.cli", "screen", str(grid), "--out", str(out), "--num-cpus", "2"]
+    process = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        while _checkpoint_lines(out) < 3 and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        _kill_group(process)  # the driver and the Ray it started, mid-probe
+    killed_at = _checkpoint_lines(out)
+    assert 3 <= killed_at < 8, f"the kill should land mid-probe stage, at {killed_at} of 8"
+    assert not (out / "report.json").exists()
+
+    assert main(["screen", str(grid), "--out", str(out)]) == 0
+    assert _checkpoint_lines(out) == 8  # the finished probes were kept, the rest done once
+    assert _report(out) == _report(screened)
+    pd.testing.assert_frame_equal(_candidates(out), _candidates(screened))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_ray_job_submit_runs_a_screening_on_a_running_cluster(screened: Path, grid: Path) -> None:
+    gcs, dashboard, agent, agent_grpc, runtime_env, metrics = (_free_port() for _ in range(6))
+    head = subprocess.Popen(
+        [
+            "ray",
+            "start",
+            "--head",
+            "--block",
+            "--port",
+            str(gcs),
+            "--dashboard-port",
+            str(dashboard),
+            "--dashboard-host",
+            "127.0.0.1",
+            "--node-ip-address",
+            "127.0.0.1",
+            "--num-cpus",
+            "2",
+            "--include-dashboard",
+            "true",
+            "--dashboard-agent-listen-port",
+            str(agent),
+            "--dashboard-agent-grpc-port",
+            str(agent_grpc),
+            "--runtime-env-agent-port",
+            str(runtime_env),
+            "--metrics-export-port",
+            str(metrics),
+        ],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip  (every port free: other Ray instances on this machine hold the defaults)
+    address = f"http://127.0.0.1:{dashboard}"
+    out = grid.parent / "job"
+    try:
+        deadline = time.monotonic() + 120
+        while subprocess.run(["ray", "job", "list", "--address", address], capture_output=True).returncode != 0:
+            assert head.poll() is None and time.monotonic() < deadline, "the Ray head did not come up"
+            time.sleep(1)
+        submit = ["ray", "job", "submit", "--address", address, "--", "tuneahead-ray", "screen", str(grid)]
+        while True:  # the head answers before its dashboard agent takes jobs
+            job = subprocess.run([*submit, "--out", str(out)], capture_output=True, text=True, timeout=600)
+            if "No available agent" not in job.stderr or time.monotonic() > deadline:
+                break
+            time.sleep(2)
+        assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
+        assert "succeeded" in job.stdout.lower()
+    finally:
+        head.send_signal(signal.SIGTERM)  # `ray start --block` stops the processes it started
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            _kill_group(head)
+    assert _report(out) == _report(screened)

@@ -1,0 +1,325 @@
+"""The screening driver: descriptors -> (pre-screen) -> probes -> predictions -> go/no-go, checkpointed as it goes.
+
+Every probed candidate is appended to ``<out>/features.parquet``'s checkpoint the moment it finishes, and
+descriptors are cached by dataset content, so a killed screening resumes without redoing work. Everything after
+the probes (predictions, SHAP, the scheduler) is cheap and deterministic and is recomputed on every run.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tuneahead_ray.features import (
+    ProgressFn,
+    candidate_ids,
+    dataset_fingerprints,
+    hp_features,
+    probe_features,
+    static_features,
+)
+from tuneahead_ray.grid import GridSpec
+from tuneahead_ray.scheduler import select, success_probability
+from tuneahead_ray.schemas import Candidate
+from tuneahead_ray.screening._costs import budget_seconds, full_run_seconds
+from tuneahead_ray.screening._launch import probe_state_dir
+from tuneahead_ray.screening._predictors import ScreeningPredictors
+from tuneahead_ray.store import ResultStore
+from tuneahead_ray.workers import PoolConfig, WorkerFailure
+
+__all__ = ["GO", "NO_GO", "ScreeningResult", "probe_set", "screen"]
+
+GO, NO_GO = "GO", "NO-GO"
+
+
+@dataclass
+class ScreeningResult:
+    """The ranked candidates with predictions and decisions, the summary, and the SHAP explanations."""
+
+    table: pd.DataFrame
+    summary: dict
+    explanations: dict[str, list[dict]] = field(default_factory=dict)
+    importance: dict[str, float] = field(default_factory=dict)
+    datasets: pd.DataFrame = field(default_factory=pd.DataFrame)
+    failures: list[WorkerFailure] = field(default_factory=list)
+
+
+def _base_rows(ids: dict[str, Candidate], fingerprints: dict, static: dict[str, dict[str, float]]) -> pd.DataFrame:
+    """Probe-free rows: identity, readable hyperparameters, static descriptors and hyperparameter features."""
+    rows = []
+    for key, candidate in ids.items():
+        fingerprint = fingerprints[candidate.dataset.path]
+        descriptors = static[fingerprint]
+        rows.append(
+            {
+                "candidate_id": key,
+                "model": candidate.model,
+                "dataset": str(candidate.dataset.path),
+                "dataset_name": candidate.dataset.path.name,
+                "dataset_fingerprint": fingerprint,
+                "hp": candidate.hp.model_dump_json(),
+                **{f"hp.{name}": _readable(value) for name, value in candidate.hp.model_dump().items()},
+                **descriptors,
+                **hp_features(candidate.hp, int(descriptors["num_rows"])),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _readable(value: object) -> object:
+    return ",".join(value) if isinstance(value, list | tuple) else value
+
+
+def probe_set(table: pd.DataFrame, grid: GridSpec, predictors: ScreeningPredictors) -> np.ndarray:
+    """Which candidates to probe: all, or under ``probe_budget`` those most in contention by the probe-free model.
+
+    Contention is the chance of success (from the probe-free interval) under a threshold, otherwise the optimistic
+    end of the interval; ties keep grid order.
+    """
+    n = len(table)
+    if grid.probe_budget is None or predictors.prescreen is None:
+        return np.ones(n, dtype=bool)
+    limit = int(grid.probe_budget) if grid.probe_budget > 1 else int(np.ceil(grid.probe_budget * n))
+    predicted, lower, upper = table["prescreen"], table["prescreen_lower"], table["prescreen_upper"]
+    if grid.threshold is not None:
+        contention = success_probability(predicted.to_numpy(), lower.to_numpy(), upper.to_numpy(), grid.threshold)
+    else:
+        contention = upper.to_numpy()
+    chosen = np.zeros(n, dtype=bool)
+    chosen[np.argsort(-contention, kind="stable")[: min(limit, n)]] = True
+    return chosen
+
+
+def _predict(table: pd.DataFrame, predictor, prefix: str) -> None:
+    lower, upper = predictor.predict_interval(table)
+    table[prefix] = (lower + upper) / 2
+    table[f"{prefix}_lower"], table[f"{prefix}_upper"] = lower, upper
+
+
+def _explanations(predictor, table: pd.DataFrame) -> tuple[list[dict], dict[str, float]]:
+    from tuneahead_ray.predictor import Explainer
+
+    if table.empty:
+        return [], {}
+    explainer = Explainer(predictor)
+    explained = [e.model_dump(mode="json") for e in explainer.explain(table, top_k=8, diagnostics=3)]
+    return explained, explainer.global_importance(table)
+
+
+def _decide(table: pd.DataFrame, grid: GridSpec, base_score: float | None, budget: float | None) -> dict:
+    """Run the scheduler on the probed candidates; write ``decision`` and ``reason``; return the selection facts."""
+    probed = table["stage"].eq("probed").to_numpy()
+    predicted = table["predicted"].to_numpy(float)
+    go = np.zeros(len(table), dtype=bool)
+    value = np.full(len(table), np.nan)
+    facts: dict = {"policy": grid.policy}
+    if probed.any():
+        selection = select(
+            predicted[probed],
+            table["go_cost_s"].to_numpy(float)[probed],
+            policy=grid.policy,
+            threshold=grid.threshold,
+            base_score=base_score if base_score is not None else 0.0,
+            budget=budget,
+            k=grid.top_k,
+            lower=table["lower"].to_numpy(float)[probed],
+            upper=table["upper"].to_numpy(float)[probed],
+        )
+        go[probed], value[probed] = selection.go, selection.value
+        facts["cost_used_s"] = selection.cost_used
+    table["decision"] = np.where(go, GO, NO_GO)
+    table["policy_value"] = value
+    table["reason"] = [_reason(row, grid, base_score) for row in table.itertuples(index=False)]
+    return facts
+
+
+def _reason(row, grid: GridSpec, base_score: float | None) -> str:
+    if row.stage == "failed":
+        return f"probe failed: {row.error}"
+    if row.stage == "not_probed":
+        return (
+            f"not probed: the probe-free prediction {row.prescreen:.1f} "
+            f"[{row.prescreen_lower:.1f}, {row.prescreen_upper:.1f}] left it out of the probe budget"
+        )
+    if row.decision == GO:
+        return f"GO under {grid.policy}: predicted {row.predicted:.1f} [{row.lower:.1f}, {row.upper:.1f}]"
+    if row.probe_diverged:
+        return "the probe diverged (loss blew up or became NaN)"
+    if grid.policy == "threshold":
+        return f"predicted {row.predicted:.1f} < threshold {grid.threshold:g}"
+    if grid.policy == "top_k":
+        return f"not in the top {grid.top_k} predictions"
+    if grid.policy == "expected_gain" and row.predicted <= (base_score or 0.0):
+        return f"predicted gain {row.predicted - (base_score or 0.0):+.1f} over the base model is not positive"
+    return "outside the budget: less value per unit of compute than the chosen runs"
+
+
+def screen(
+    grid: GridSpec,
+    candidates: list[Candidate],
+    predictors: ScreeningPredictors,
+    out_dir: str | Path,
+    *,
+    pool_config: PoolConfig | None = None,
+    on_progress: ProgressFn | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> ScreeningResult:
+    """Screen ``candidates`` (Ray must be initialised) and return the ranked, decided table."""
+    started = clock()
+    out_dir = Path(out_dir)
+    fingerprints = dataset_fingerprints(candidates)
+    ids = candidate_ids(candidates, fingerprints)
+    static = static_features(
+        ids.values(), fingerprints, model=grid.model, cache_dir=out_dir / "cache", on_progress=on_progress
+    )
+    table = _base_rows(ids, fingerprints, static)
+    descriptors_s = clock() - started
+
+    if predictors.prescreen is not None:
+        _predict(table, predictors.prescreen, "prescreen")
+    chosen = probe_set(table, grid, predictors)
+    store = ResultStore(out_dir / "features.parquet")
+    todo = {key: ids[key] for key in table["candidate_id"][chosen] if key not in store}
+    probe_started = clock()
+    state_dirs = {key: str(probe_state_dir(out_dir, key)) for key in todo} if grid.keep_probe_state else None
+    failures = probe_features(
+        todo,
+        fingerprints,
+        static,
+        store,
+        model=grid.model,
+        spec=grid.probe,
+        pool_config=pool_config,
+        state_dirs=state_dirs,
+        on_progress=on_progress,
+    )
+    store.flush()
+    probes_s = clock() - probe_started
+
+    probe_rows = pd.DataFrame([store.rows[key] for key in table["candidate_id"] if key in store.rows])
+    probe_columns = [c for c in probe_rows.columns if c not in table.columns]
+    if not probe_rows.empty:
+        table = table.merge(probe_rows[["candidate_id", *probe_columns]], on="candidate_id", how="left")
+    failed = {f.key: f.error for f in failures}
+    table["error"] = [failed.get(key, "") for key in table["candidate_id"]]
+    in_store = table["candidate_id"].isin(store.rows)
+    table["stage"] = np.where(in_store, "probed", np.where(table["error"] != "", "failed", "not_probed"))
+    for column in predictors.full.features:
+        if column not in table:
+            table[column] = np.nan
+    diverged = table["probe_diverged"] if "probe_diverged" in table else pd.Series(0.0, index=table.index)
+    table["probe_diverged"] = diverged.fillna(0).astype(bool)
+    _predict(table, predictors.full, "predicted")
+    if predictors.prescreen is not None:
+        unprobed = ~in_store.to_numpy()
+        for suffix in ("", "_lower", "_upper"):
+            table.loc[unprobed, f"predicted{suffix}"] = table.loc[unprobed, f"prescreen{suffix}"]
+    table = table.rename(columns={"predicted_lower": "lower", "predicted_upper": "upper"})
+    base_score = predictors.base_score
+    table["predicted_gain"] = table["predicted"] - base_score if base_score is not None else np.nan
+    if grid.threshold is not None:
+        table["p_success"] = success_probability(
+            table["predicted"].to_numpy(), table["lower"].to_numpy(), table["upper"].to_numpy(), grid.threshold
+        )
+
+    full_cost = full_run_seconds(table, grid.cost)
+    share = table["probe_steps"].fillna(0) / table["hp_total_steps"]
+    if grid.cost.kind == "measured" and "probe_seconds" in table:
+        probe_cost = table["probe_seconds"].fillna(0).to_numpy(float)
+    else:
+        probe_cost = (full_cost * share).to_numpy(float)
+    table["full_cost_s"], table["probe_cost_s"] = full_cost, probe_cost
+    table["go_cost_s"] = np.maximum(full_cost - probe_cost, 0.0)
+    budget = budget_seconds(grid.budget, full_cost) if grid.budget is not None else None
+    facts = _decide(table, grid, base_score, budget)
+
+    explained_rows = table[table["stage"].eq("probed")]
+    explained, importance = _explanations(predictors.full, explained_rows)
+    explanations = dict(zip(explained_rows["candidate_id"], explained, strict=True))
+    if predictors.prescreen is not None:
+        rest = table[~table["stage"].eq("probed")]
+        more, _ = _explanations(predictors.prescreen, rest)
+        explanations.update(zip(rest["candidate_id"], more, strict=True))
+    ordered = [explanations.get(key) for key in table["candidate_id"]]
+    table["drivers"] = [json.dumps(e["top"]) if e else "[]" for e in ordered]
+    table["diagnostics"] = ["; ".join(e["diagnostics"]) if e else "" for e in ordered]
+    table = _ranked(table)
+    summary = _summary(table, grid, base_score, budget, facts, predictors)
+    summary["timing_s"] = {"descriptors": descriptors_s, "probes": probes_s, "total": clock() - started}
+    return ScreeningResult(
+        table=table,
+        summary=summary,
+        explanations=explanations,
+        importance=importance,
+        datasets=_datasets(table),
+        failures=failures,
+    )
+
+
+def _ranked(table: pd.DataFrame) -> pd.DataFrame:
+    """GO first, then by predicted score; ``rank`` is 1-based."""
+    order = np.lexsort((table["candidate_id"].to_numpy(), -table["predicted"].to_numpy(), table["decision"] != GO))
+    table = table.iloc[order].reset_index(drop=True)
+    table.insert(0, "rank", np.arange(1, len(table) + 1))
+    return table
+
+
+def _datasets(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per dataset: its descriptors and how its candidates fared."""
+    from tuneahead_ray.descriptors import STATIC_FEATURES
+
+    grouped = table.groupby("dataset_name", sort=True)
+    summary = grouped[list(STATIC_FEATURES)].first()
+    summary["candidates"] = grouped.size()
+    summary["go"] = grouped["decision"].apply(lambda d: int((d == GO).sum()))
+    summary["best_predicted"] = grouped["predicted"].max()
+    return summary.reset_index()
+
+
+def _summary(
+    table: pd.DataFrame,
+    grid: GridSpec,
+    base_score: float | None,
+    budget: float | None,
+    facts: dict,
+    predictors: ScreeningPredictors,
+) -> dict:
+    go = table["decision"].eq(GO)
+    probed = table["stage"].eq("probed")
+    train_all = float(table["full_cost_s"].sum())
+    spent = float(table.loc[probed, "probe_cost_s"].sum() + table.loc[go, "go_cost_s"].sum())
+    summary = {
+        "candidates": len(table),
+        "datasets": int(table["dataset_fingerprint"].nunique()),
+        "probed": int(probed.sum()),
+        "failed": int(table["stage"].eq("failed").sum()),
+        "not_probed": int(table["stage"].eq("not_probed").sum()),
+        "go": int(go.sum()),
+        "policy": grid.policy,
+        "threshold": grid.threshold,
+        "top_k": grid.top_k,
+        "base_score": base_score,
+        "budget_s": budget,
+        "cost_model": grid.cost.model_dump(),
+        "compute_s": {
+            "train_everything": train_all,
+            "probes": float(table.loc[probed, "probe_cost_s"].sum()),
+            "go_runs": float(table.loc[go, "go_cost_s"].sum()),
+            "screening_total": spent,
+        },
+        "compute_saved": 1.0 - spent / train_all if train_all > 0 else 0.0,
+        "predictor": {"card_sha256": predictors.full_card.card_sha256, "features": len(predictors.full.features)},
+        **{key: value for key, value in facts.items() if key != "policy"},
+    }
+    if "p_success" in table:
+        summary["expected_successes"] = {
+            "go": float(table.loc[go, "p_success"].sum()),
+            "all": float(table["p_success"].sum()),
+        }
+    return summary

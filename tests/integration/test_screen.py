@@ -188,3 +188,37 @@ def test_ray_job_submit_runs_a_screening_on_a_running_cluster(screened: Path, gr
         except subprocess.TimeoutExpired:
             _kill_group(head)
     assert _report(out) == _report(screened)
+
+
+def test_probe_budget_probes_only_the_candidates_in_contention(screened: Path, grid: Path) -> None:
+    out = grid.parent / "prescreened"
+    assert main(["screen", str(grid), "--out", str(out), "--probe-budget", "3"]) == 0
+    report = _report(out)
+    stages = [row["stage"] for row in report["candidates"]]
+    assert stages.count("probed") == 3 and stages.count("not_probed") == 5
+    assert _checkpoint_lines(out) == 3
+    assert all(row["decision"] == "NO-GO" for row in report["candidates"] if row["stage"] == "not_probed")
+    assert all(row["reason"].startswith("not probed") for row in report["candidates"] if row["stage"] != "probed")
+
+
+def test_launch_resumes_go_runs_from_their_probes_and_feeds_the_predictor(
+    grid: Path, ray_session, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tuneahead_ray.schemas import Candidate, DatasetRef, HyperParams
+    from tuneahead_ray.training import full_run
+
+    kept = grid.parent / "kept.yaml"
+    kept.write_text(GRID.replace("policy: expected_gain", "policy: top_k\ntop_k: 1\nkeep_probe_state: true"))
+    out = grid.parent / "launched"
+    assert main(["screen", str(kept), "--out", str(out)]) == 0
+    assert main(["launch", str(out)]) == 0
+    assert "RMSE of the screening's predictions" in capsys.readouterr().out
+    outcome = pd.read_parquet(out / "outcomes.parquet")
+    assert len(outcome) == 1 and bool(outcome["resumed_from_probe"].iloc[0])
+    row = outcome.iloc[0]
+    hp = HyperParams.model_validate_json(row["hp"])
+    scratch = full_run(Candidate(model="default", dataset=DatasetRef(path=row["dataset"]), hp=hp), device="cpu")
+    assert row["score"] == pytest.approx(scratch.score)  # resuming from the probe is the same run
+    assert list(row["loss_curve"]) == pytest.approx(scratch.loss_curve)
+    assert main(["launch", str(out)]) == 0  # nothing left to train: the outcome is kept, not recomputed
+    assert len(pd.read_parquet(out / "outcomes.parquet")) == 1

@@ -222,3 +222,15 @@ def test_launch_resumes_go_runs_from_their_probes_and_feeds_the_predictor(
     assert list(row["loss_curve"]) == pytest.approx(scratch.loss_curve)
     assert main(["launch", str(out)]) == 0  # nothing left to train: the outcome is kept, not recomputed
     assert len(pd.read_parquet(out / "outcomes.parquet")) == 1
+
+
+def test_predict_grid_agrees_with_the_screening(screened: Path, grid: Path, capsys) -> None:
+    from tuneahead_ray.screening._predictors import _default_dir, default_corpus_path
+
+    model_dir = _default_dir(default_corpus_path(), ("static", "probe", "hp"))  # trained by the screening above
+    out = grid.parent / "predictions.json"
+    assert main(["predict", "--model-dir", str(model_dir), "--grid", str(grid), "--out", str(out)]) == 0
+    predicted = {row["candidate_id"]: row["prediction"] for row in json.loads(out.read_text())}
+    screened_rows = {row["candidate_id"]: row["predicted"] for row in _report(screened)["candidates"]}
+    assert predicted.keys() == screened_rows.keys()
+    assert all(predicted[key] == pytest.approx(screened_rows[key], abs=1e-9) for key in predicted)

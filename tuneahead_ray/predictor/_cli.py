@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -119,13 +120,40 @@ def _cmd_cv(args: argparse.Namespace) -> int:
     return 0
 
 
+def _grid_features(args: argparse.Namespace) -> pd.DataFrame:
+    """Feature rows of every candidate of ``--grid``, computed on Ray (resumable, in the grid's output_dir)."""
+    from tuneahead_ray._cli_common import StageBars, init_ray, pool_config
+    from tuneahead_ray.features import compute_features
+    from tuneahead_ray.grid import load_grid
+
+    grid, candidates = load_grid(args.grid)
+    out = args.grid.resolve().parent / grid.output_dir / "features.parquet"
+    init_ray(args)
+    table, failures = compute_features(
+        candidates,
+        out,
+        model=grid.model,
+        spec=grid.probe,
+        pool_config=pool_config(args, grid.device),
+        cache_dir=out.parent / "cache",
+        on_progress=StageBars(),
+    )
+    for failure in failures:
+        print(f"failed: {failure.key}: {failure.error}", file=sys.stderr)
+    frame = table.to_pandas()
+    frame.attrs["source"] = str(out)
+    return frame
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     predictor, card = load_predictor(args.model_dir)
-    table = load_metadataset(args.features)
+    table = load_metadataset(args.features) if args.features is not None else _grid_features(args)
+    if args.grid is not None and args.id is None:
+        args.id = "candidate_id"
     lower, upper = predictor.predict_interval(table)
     explanations = Explainer(predictor).explain(table, top_k=args.top_k)
     if args.id and args.id not in table.columns:
-        raise MetadatasetError(f"{args.features}: no id column {args.id!r}")
+        raise MetadatasetError(f"{source_of(table)}: no id column {args.id!r}")
     ids = table[args.id].tolist() if args.id else list(range(len(table)))
     rows = [
         {
@@ -183,8 +211,13 @@ def add_predictor_commands(subparsers: argparse._SubParsersAction) -> None:
 
     predict = subparsers.add_parser("predict", help="predicted score, interval and top SHAP drivers per row")
     predict.add_argument("--model-dir", type=Path, required=True, help="directory written by predictor train")
-    predict.add_argument("--features", type=Path, required=True, help="rows to predict: .csv, .parquet or .jsonl")
+    rows = predict.add_mutually_exclusive_group(required=True)
+    rows.add_argument("--features", type=Path, help="rows to predict: .csv, .parquet or .jsonl")
+    rows.add_argument("--grid", type=Path, help="grid YAML: compute its candidates' features on Ray, then predict")
     predict.add_argument("--id", help="column identifying each row in the output (default: row number)")
     predict.add_argument("--top-k", type=int, default=5, help="drivers listed per row")
     predict.add_argument("--out", type=Path, help="write the JSON here instead of printing it")
+    from tuneahead_ray._cli_common import add_ray_args
+
+    add_ray_args(predict)
     predict.set_defaults(func=_cmd_predict)

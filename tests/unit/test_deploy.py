@@ -338,3 +338,4 @@ def test_cloud_grid_example_is_a_valid_gpu_grid() -> None:
 
     grid = GridSpec.model_validate(yaml.safe_load((DEPLOY / "grid-cloud.yaml").read_text(encoding="utf-8")))
     assert grid.device == "cuda" and Path(grid.model).is_absolute()
+    assert grid.screening_errors() == []  # `screen` accepts it as it is

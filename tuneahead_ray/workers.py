@@ -26,6 +26,9 @@ class PoolConfig:
 
     num_workers: int | None = None  # default: one per GPU in the cluster, else one per CPU
     gpus_per_worker: float = 1.0  # a fraction packs several small-model workers on one GPU
+    # None: request GPUs when the cluster has some now or `device` asks for CUDA. True: request them even when
+    # none is up yet, so that an autoscaling cluster scaling from zero sees the GPU demand and adds GPU nodes.
+    use_gpus: bool | None = None
     cpus_per_worker: float = 1.0
     max_in_flight: int = 2  # jobs queued on one actor at a time (backpressure)
     max_retries: int = 2  # resubmissions of a job whose actor died under it
@@ -48,6 +51,12 @@ class _Job:
     attempts: int = 0
 
 
+def _requests_gpus(config: PoolConfig, cluster_gpus: float) -> bool:
+    if config.use_gpus is not None:
+        return config.use_gpus
+    return cluster_gpus > 0 or config.device.startswith("cuda")
+
+
 class WorkerPool:
     """Actors of ``worker_cls(*init_args)``; ``map_unordered`` calls one method on every job's arguments."""
 
@@ -56,9 +65,14 @@ class WorkerPool:
             raise RuntimeError("the worker pool needs Ray: call ray.init() (or ray.init(address='auto')) first")
         self.config = config or PoolConfig()
         resources = ray.cluster_resources()
-        self.uses_gpus = resources.get("GPU", 0) > 0
+        self.uses_gpus = _requests_gpus(self.config, resources.get("GPU", 0))
         count = self.config.num_workers
         if count is None:
+            if self.uses_gpus and not resources.get("GPU", 0):
+                raise ValueError(
+                    "num_workers: the cluster has no GPU yet (an autoscaling cluster at zero?): set how many GPU "
+                    "workers to start (--workers N); the autoscaler adds nodes for them"
+                )
             have = resources.get("GPU", 0) if self.uses_gpus else resources.get("CPU", 1)
             need = self.config.gpus_per_worker if self.uses_gpus else self.config.cpus_per_worker
             count = max(1, int(have // need))

@@ -116,6 +116,7 @@ def static_features(
     *,
     model: str,
     cache_dir: str | Path | None = None,
+    device: str = "auto",
     on_progress: ProgressFn | None = None,
 ) -> dict[str, dict[str, float]]:
     """Static descriptors per dataset fingerprint, one Ray Data pass per distinct dataset (cached)."""
@@ -125,7 +126,7 @@ def static_features(
     static: dict[str, dict[str, float]] = {}
     for done, (fingerprint, dataset) in enumerate(datasets.items(), start=1):
         static[fingerprint] = compute_descriptors(
-            dataset, model, cache_dir=cache_dir, sample_size=DESCRIPTOR_SAMPLE_SIZE
+            dataset, model, cache_dir=cache_dir, sample_size=DESCRIPTOR_SAMPLE_SIZE, device=device
         )
         if on_progress is not None:
             on_progress("descriptors", done, len(datasets))
@@ -181,7 +182,10 @@ def compute_features(
     store = ResultStore(out_path)
     fingerprints = dataset_fingerprints(candidates)
     todo = {key: c for key, c in candidate_ids(candidates, fingerprints).items() if key not in store}
-    static = static_features(todo.values(), fingerprints, model=model, cache_dir=cache_dir, on_progress=on_progress)
+    device = pool_config.device if pool_config is not None else "auto"
+    static = static_features(
+        todo.values(), fingerprints, model=model, cache_dir=cache_dir, device=device, on_progress=on_progress
+    )
     failures = probe_features(
         todo, fingerprints, static, store, model=model, spec=spec, pool_config=pool_config, on_progress=on_progress
     )

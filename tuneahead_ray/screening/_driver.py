@@ -176,7 +176,12 @@ def screen(
     fingerprints = dataset_fingerprints(candidates)
     ids = candidate_ids(candidates, fingerprints)
     static = static_features(
-        ids.values(), fingerprints, model=grid.model, cache_dir=out_dir / "cache", on_progress=on_progress
+        ids.values(),
+        fingerprints,
+        model=grid.model,
+        cache_dir=out_dir / "cache",
+        device=grid.device,
+        on_progress=on_progress,
     )
     table = _base_rows(ids, fingerprints, static)
     descriptors_s = clock() - started

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -154,9 +155,58 @@ def _cmd_corpus_build(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-def _parser() -> argparse.ArgumentParser:
+#: Command groups whose modules import torch, LightGBM or Ray Serve: registered in full only when used, so that
+#: ``tuneahead-ray --help`` and the light commands start at once. Name -> (module, registering function, help).
+_LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
+    "screen": (
+        "tuneahead_ray.screening._cli",
+        "add_screening_commands",
+        "screen a candidate grid: descriptors, probes, predictions, go/no-go and a report (resumable)",
+    ),
+    "launch": (
+        "tuneahead_ray.screening._cli",
+        "add_screening_commands",
+        "train a screening's GO runs (resuming from saved probes), score them, append to a corpus",
+    ),
+    "demo": (
+        "tuneahead_ray.screening._cli",
+        "add_screening_commands",
+        "screen a 224-candidate demo grid of the embedded model and write the report",
+    ),
+    "predictor": (
+        "tuneahead_ray.predictor._cli",
+        "add_predictor_commands",
+        "train and evaluate the score predictor on a metadataset",
+    ),
+    "predict": (
+        "tuneahead_ray.predictor._cli",
+        "add_predictor_commands",
+        "predicted score, interval and top SHAP drivers per row",
+    ),
+    "serve": ("tuneahead_ray.serve._cli", "add_serve_command", "the prediction service on Ray Serve"),
+}
+
+
+def _add_lazy_commands(sub: argparse._SubParsersAction, command: str | None) -> None:
+    """The chosen command's group in full; every other lazy command as a name and help line only."""
+    chosen = _LAZY_COMMANDS.get(command or "")
+    if chosen is not None:
+        module, function, _ = chosen
+        getattr(importlib.import_module(module), function)(sub)
+    for name, (module, _, help_text) in _LAZY_COMMANDS.items():
+        if chosen is None or module != chosen[0]:
+            sub.add_parser(name, help=help_text, add_help=False)
+
+
+def _command(argv: Sequence[str]) -> str | None:
+    """The sub-command named on the command line (the first argument that is not an option)."""
+    return next((arg for arg in argv if not arg.startswith("-")), None)
+
+
+def _parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tuneahead-ray", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    command = _command(argv)
 
     run = sub.add_parser("run", help="one full LoRA fine-tuning run + benchmark score, printed as JSON")
     run.add_argument("--data", type=Path, required=True, help="training data: .json, .jsonl or .parquet")
@@ -184,17 +234,7 @@ def _parser() -> argparse.ArgumentParser:
     add_ray_args(corpus_build)
     corpus_build.set_defaults(func=_cmd_corpus_build)
 
-    from tuneahead_ray.predictor import add_predictor_commands
-
-    add_predictor_commands(sub)
-
-    from tuneahead_ray.screening import add_screening_commands
-
-    add_screening_commands(sub)
-
-    from tuneahead_ray.serve import add_serve_command
-
-    add_serve_command(sub)
+    _add_lazy_commands(sub, command)
 
     testbed = sub.add_parser("testbed", help="the embedded testbed").add_subparsers(dest="testbed", required=True)
     make = testbed.add_parser("make-data", help="write a synthetic dataset with quality knobs (chat JSONL)")
@@ -220,7 +260,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = _parser(argv).parse_args(argv)
     try:
         return args.func(args)
     except ValueError as err:  # ConfigError, DatasetError, ModelDirError, pydantic's ValidationError

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+if TYPE_CHECKING:  # torch and transformers load in seconds: only the functions that need them import them
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -59,6 +61,8 @@ def resolve_model_dir(model: str | Path) -> Path:
 
 def resolve_device(device: str = "auto") -> torch.device:
     """'auto' picks CUDA when present, else CPU; 'cuda' without a GPU is an error, not a silent fallback."""
+    import torch
+
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device != "cpu" and not re.fullmatch(r"cuda(:\d+)?", device):
@@ -70,6 +74,8 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 def _dtype_for(device: torch.device) -> torch.dtype:
     """bf16 on GPUs that support it (as real fine-tuning runs), fp32 on CPU."""
+    import torch
+
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return torch.float32
@@ -77,6 +83,8 @@ def _dtype_for(device: torch.device) -> torch.dtype:
 
 def load_tokenizer(model: str | Path) -> PreTrainedTokenizerBase:
     """The model directory's tokenizer, loaded offline, with a pad token guaranteed."""
+    from transformers import AutoTokenizer
+
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_dir(model), trust_remote_code=False)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -87,6 +95,8 @@ def load_tokenizer(model: str | Path) -> PreTrainedTokenizerBase:
 
 def load_model(model: str | Path, device: str | torch.device = "auto") -> PreTrainedModel:
     """The causal LM in the directory, on ``device``, in bf16 on CUDA and fp32 on CPU, never with remote code."""
+    from transformers import AutoModelForCausalLM
+
     target = resolve_device(device) if isinstance(device, str) else device
     loaded = AutoModelForCausalLM.from_pretrained(
         resolve_model_dir(model), dtype=_dtype_for(target), trust_remote_code=False, use_safetensors=True

@@ -1,0 +1,88 @@
+"""Orchestration overhead of ``tuneahead-ray screen``: its wall time on a ~500-candidate grid vs the probe compute
+it schedules divided by the number of probe workers (the time a perfect scheduler would need for the probes).
+
+The grid is the demo's 7 datasets x 72 hyperparameter points (504 candidates) on a local Ray with 2 CPUs and 2
+probe workers. Wall time covers the whole command after Ray is up (descriptors, probes, predictions, SHAP, the
+scheduler, the report); the default predictors are trained beforehand, as a second screening would find them.
+Target: wall <= 1.2 x (sum of probe seconds / workers).
+
+    python benchmarks/screen_overhead.py [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=RESULTS / "screen_overhead.json")
+    args = parser.parse_args()
+
+    import pandas as pd
+    import ray
+
+    from tuneahead_ray._cli_common import quiet_ray_data
+    from tuneahead_ray.grid import load_grid
+    from tuneahead_ray.report import write_report
+    from tuneahead_ray.screening import DEMO_GRID, load_predictors, screen, write_demo
+    from tuneahead_ray.workers import PoolConfig
+
+    with tempfile.TemporaryDirectory() as tmp:
+        grid_path = write_demo(tmp)
+        spec = {
+            **DEMO_GRID,
+            "hp": {**DEMO_GRID["hp"], "lora_r": [4, 8, 16], "lr": {"log_range": [5e-4, 1.6e-2], "num": 6}},
+        }
+        grid_path.write_text(yaml.safe_dump(spec), encoding="utf-8")
+        grid, candidates = load_grid(grid_path)
+        predictors = load_predictors(grid, grid_path.parent)
+        ray.init(address="local", num_cpus=args.workers, include_dashboard=False, log_to_driver=False)
+        quiet_ray_data()
+        started = time.perf_counter()
+        out = Path(tmp) / "out"
+        result = screen(grid, candidates, predictors, out, pool_config=PoolConfig(num_workers=args.workers))
+        write_report(result, grid, out)
+        wall = time.perf_counter() - started
+        ray.shutdown()
+        probes = pd.read_parquet(out / "features.parquet")["probe_seconds"]
+    ideal = float(probes.sum()) / args.workers
+    timing = result.summary["timing_s"]
+    payload = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}",
+        "load_average": os.getloadavg(),
+        "candidates": len(candidates),
+        "workers": args.workers,
+        "wall_s": wall,
+        "descriptors_s": timing["descriptors"],
+        "probe_stage_s": timing["probes"],
+        "probe_compute_s": float(probes.sum()),
+        "ideal_s": ideal,
+        "overhead_total": wall / ideal - 1,
+        "overhead_probe_stage": timing["probes"] / ideal - 1,
+        "target_met": wall <= 1.2 * ideal,
+    }
+    print("| candidates | workers | screen wall | probe stage | probe compute / workers | overhead (whole) | "
+          "overhead (probe stage) |")  # fmt: skip
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print(f"| {len(candidates)} | {args.workers} | {wall:.0f} s | {timing['probes']:.0f} s | {ideal:.0f} s | "
+          f"{100 * payload['overhead_total']:.0f}% | {100 * payload['overhead_probe_stage']:.0f}% |")  # fmt: skip
+    print(f"target (whole command <= +20%): {'met' if payload['target_met'] else 'MISSED'}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-__all__ = ["StageBars", "add_ray_args", "init_ray", "pool_config", "quiet_ray_data"]
+__all__ = ["StageBars", "add_ray_args", "init_ray", "pool_config", "quiet_ray_data", "run_bar"]
 
 
 class StageBars:
@@ -24,6 +24,19 @@ class StageBars:
         bar.update(done - bar.n)
         if done >= total:
             bar.close()
+
+
+def run_bar(desc: str):
+    """A tqdm bar for ``on_progress(done, total)`` callbacks whose total is known only once work starts."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(desc=desc, unit="run", file=sys.stderr, dynamic_ncols=True)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    return bar, progress
 
 
 def quiet_ray_data() -> None:

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from tuneahead_ray._cli_common import StageBars, add_ray_args, init_ray
+from tuneahead_ray._cli_common import StageBars, add_ray_args, init_ray, run_bar
 from tuneahead_ray.modeling import DEFAULT_MODEL, default_model_dir, default_proxy_dir
 from tuneahead_ray.schemas import Candidate, DatasetRef, HyperParams
 from tuneahead_ray.yaml_config import load_yaml_model
@@ -126,7 +126,6 @@ def _cmd_features(args: argparse.Namespace) -> int:
 
 
 def _cmd_corpus_build(args: argparse.Namespace) -> int:
-    from tqdm.auto import tqdm
 
     from tuneahead_ray.corpus import build_corpus
     from tuneahead_ray.modeling import resolve_model_dir
@@ -134,11 +133,7 @@ def _cmd_corpus_build(args: argparse.Namespace) -> int:
 
     proxy = None if args.no_proxy else str(resolve_model_dir(args.proxy_model or default_proxy_dir()))
     init_ray(args)
-    bar = tqdm(desc="corpus runs", unit="run", file=sys.stderr, dynamic_ncols=True)
-
-    def progress(done: int, total: int) -> None:
-        bar.total = total
-        bar.update(done - bar.n)
+    bar, progress = run_bar("corpus runs")
 
     table, failures = build_corpus(
         args.runs,

@@ -8,14 +8,14 @@ replacement actor, up to ``max_retries`` times, and then reported as a failure r
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError, WorkerCrashedError
 
-__all__ = ["PoolConfig", "WorkerFailure", "WorkerPool"]
+__all__ = ["PoolConfig", "WorkerFailure", "WorkerPool", "run_into_store"]
 
 _WORKER_LOST = (RayActorError, ActorDiedError, ActorUnavailableError, WorkerCrashedError)
 
@@ -120,3 +120,32 @@ class WorkerPool:
         for actor in self.actors:
             ray.kill(actor)
         self.actors = []
+
+
+def run_into_store(
+    pool: WorkerPool,
+    method: str,
+    jobs: list[tuple[str, tuple]],
+    store,
+    on_progress: Callable[[int, int], None] | None = None,
+    flush_every: int | None = None,
+) -> list[WorkerFailure]:
+    """Run ``jobs`` on the pool, append each finished row to ``store`` as it arrives, shut the pool down.
+
+    Failures are returned, never dropped; ``store.flush()`` runs every ``flush_every`` results and at the end.
+    """
+    failures: list[WorkerFailure] = []
+    try:
+        for done, (_, result) in enumerate(pool.map_unordered(method, jobs), start=1):
+            if isinstance(result, WorkerFailure):
+                failures.append(result)
+            else:
+                store.append(result)
+            if on_progress is not None:
+                on_progress(done, len(jobs))
+            if flush_every and done % flush_every == 0:
+                store.flush()
+    finally:
+        pool.shutdown()
+        store.flush()
+    return failures

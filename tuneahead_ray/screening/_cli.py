@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from tuneahead_ray._cli_common import StageBars, add_ray_args, init_ray, pool_config
+from tuneahead_ray._cli_common import StageBars, add_ray_args, init_ray, pool_config, run_bar
 
 __all__ = ["add_screening_commands", "run_screening"]
 
@@ -65,17 +65,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_launch(args: argparse.Namespace) -> int:
-    from tqdm.auto import tqdm
-
     from tuneahead_ray.screening._launch import launch
 
     outcomes = args.outcomes or args.screening / "outcomes.parquet"
     init_ray(args)
-    bar = tqdm(desc="GO runs", unit="run", file=sys.stderr, dynamic_ncols=True)
-
-    def progress(done: int, total: int) -> None:
-        bar.total = total
-        bar.update(done - bar.n)
+    bar, progress = run_bar("GO runs")
 
     table, failures = launch(
         args.screening, outcomes, limit=args.limit, pool_config=pool_config(args, args.device), on_progress=progress

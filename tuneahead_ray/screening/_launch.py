@@ -19,7 +19,7 @@ from tuneahead_ray.modeling import DEFAULT_MODEL
 from tuneahead_ray.probe import PROBE_LOSSES_FILE
 from tuneahead_ray.schemas import Candidate, DatasetRef, HyperParams
 from tuneahead_ray.store import ResultStore
-from tuneahead_ray.workers import PoolConfig, WorkerFailure, WorkerPool
+from tuneahead_ray.workers import PoolConfig, WorkerFailure, WorkerPool, run_into_store
 
 __all__ = ["LaunchWorker", "launch", "probe_state_dir"]
 
@@ -123,21 +123,11 @@ def launch(
     failures: list[WorkerFailure] = []
     if len(todo):
         pool = WorkerPool(LaunchWorker, (grid.model, (pool_config or PoolConfig()).device), pool_config)
-        try:
-            jobs = (
-                (row.candidate_id, (_candidate(row, grid), _state(out_dir, row.candidate_id), _features(row)))
-                for _, row in todo.iterrows()
-            )
-            for done, (_, result) in enumerate(pool.map_unordered("train", jobs), start=1):
-                if isinstance(result, WorkerFailure):
-                    failures.append(result)
-                else:
-                    store.append(result)
-                if on_progress is not None:
-                    on_progress(done, len(todo))
-        finally:
-            pool.shutdown()
-    store.flush()
+        jobs = [
+            (row.candidate_id, (_candidate(row, grid), _state(out_dir, row.candidate_id), _features(row)))
+            for _, row in todo.iterrows()
+        ]
+        failures = run_into_store(pool, "train", jobs, store, on_progress)
     outcome = pd.DataFrame([store.rows[key] for key in go["candidate_id"] if key in store.rows])
     return outcome, failures
 

@@ -147,14 +147,24 @@ def _invalid_json(path: Path, err: json.JSONDecodeError, line: int) -> DatasetEr
     return DatasetError(path, f"invalid JSON: {err.msg} (column {err.colno})", line=line)
 
 
+def _parse_json(path: Path, text: str, line: int | None = None) -> object:
+    """``json.loads`` with every parse failure as a located :class:`DatasetError`: syntax errors, nesting deeper
+    than Python's recursion limit, and integers longer than Python converts (4,300 digits)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise _invalid_json(path, err, err.lineno if line is None else line) from None
+    except RecursionError:
+        raise DatasetError(path, "invalid JSON: nested too deeply", line=line) from None
+    except ValueError as err:  # int() refuses integer literals over sys.get_int_max_str_digits() digits
+        raise DatasetError(path, f"invalid JSON: {err}", line=line) from None
+
+
 def _read_json_array(path: Path) -> list[_Raw]:
     text = _read_text(path)
     if not text.strip():
         return []
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise _invalid_json(path, err, err.lineno) from None
+    data = _parse_json(path, text)
     if not isinstance(data, list):
         raise DatasetError(path, f"expected a JSON array of objects, got {_kind(data)}")
     return [_Raw(value, record=index) for index, value in enumerate(data)]
@@ -166,10 +176,7 @@ def _read_jsonl(path: Path) -> list[_Raw]:
     for number, line in enumerate(_read_text(path).split("\n"), start=1):
         if not line.strip():
             continue
-        try:
-            rows.append(_Raw(json.loads(line), line=number))
-        except json.JSONDecodeError as err:
-            raise _invalid_json(path, err, number) from None
+        rows.append(_Raw(_parse_json(path, line, number), line=number))
     return rows
 
 
@@ -178,7 +185,23 @@ def _read_parquet(path: Path) -> list[_Raw]:
         table = pq.read_table(path)
     except (pa.ArrowException, OSError) as err:
         raise DatasetError(path, f"not a readable Parquet file ({err})") from None
-    return [_Raw(value, record=index) for index, value in enumerate(table.to_pylist())]
+    try:
+        records = table.to_pylist()
+    except UnicodeDecodeError as err:
+        raise DatasetError(
+            path, f"invalid UTF-8 in a string column: {err.reason}", record=_bad_utf8_record(table)
+        ) from None
+    return [_Raw(value, record=index) for index, value in enumerate(records)]
+
+
+def _bad_utf8_record(table: pa.Table) -> int | None:
+    """The first record whose strings are not valid UTF-8 (only searched once decoding the table failed)."""
+    for index in range(table.num_rows):
+        try:
+            table.slice(index, 1).to_pylist()
+        except UnicodeDecodeError:
+            return index
+    return None
 
 
 _READERS: dict[str, Callable[[Path], list[_Raw]]] = {
@@ -262,6 +285,10 @@ def _require(mapping: dict[str, Any], key: str, name: str | None = None) -> obje
 def _string(value: object, name: str) -> str:
     if not isinstance(value, str):
         raise _Invalid(f"field {name!r} must be a string, got {_kind(value)}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as err:  # JSON escapes can spell lone surrogates ("\\ud800"), which no file can store
+        raise _Invalid(f"field {name!r} is not valid Unicode: unpaired surrogate at character {err.start}") from None
     return value
 
 

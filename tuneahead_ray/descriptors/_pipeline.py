@@ -47,6 +47,10 @@ def describe_table(
     missing = [name for name in ("prompt", "response") if name not in table.column_names]
     if missing:
         raise ValueError(f"table needs columns 'prompt' and 'response'; missing {missing}, has {table.column_names}")
+    not_text = {name: str(table.schema.field(name).type) for name in ("prompt", "response")}
+    not_text = {name: kind for name, kind in not_text.items() if kind not in ("string", "large_string")}
+    if not_text:
+        raise ValueError(f"columns 'prompt' and 'response' must hold strings; got types {not_text}")
     if table.num_rows == 0:
         raise ValueError("cannot describe an empty dataset")
     if sample_size < 1:

@@ -89,11 +89,20 @@ def _decision_table() -> pd.DataFrame:
 def test_threshold_decisions_and_their_reasons() -> None:
     table = _decision_table()
     _decide(table, GridSpec(datasets=["x"], threshold=60), base_score=47.0, budget=None)
-    assert table["decision"].tolist() == ["GO", "NO-GO", "GO", "NO-GO", "NO-GO"]
+    assert table["decision"].tolist() == ["GO", "NO-GO", "NO-GO", "NO-GO", "NO-GO"]
     reasons = table["reason"].tolist()
     assert "GO under threshold" in reasons[0]
     assert "50.0 < threshold 60" in reasons[1]
+    assert "diverged" in reasons[2]  # predicted 62 >= 60, but its probe blew up
     assert reasons[3].startswith("not probed") and "probe failed: worker lost" in reasons[4]
+
+
+def test_a_diverged_probe_is_never_go() -> None:
+    table = _decision_table()
+    table["probe_diverged"] = [True, False, False, False, False]  # the best prediction, but its probe blew up
+    _decide(table, GridSpec(datasets=["x"], threshold=60), base_score=47.0, budget=None)
+    assert table["decision"].tolist() == ["NO-GO", "NO-GO", "GO", "NO-GO", "NO-GO"]
+    assert "diverged" in table["reason"][0]
 
 
 def test_budgeted_decisions_only_spend_the_budget() -> None:

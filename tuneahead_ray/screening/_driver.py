@@ -113,8 +113,10 @@ def _explanations(predictor, table: pd.DataFrame) -> tuple[list[dict], dict[str,
 
 
 def _decide(table: pd.DataFrame, grid: GridSpec, base_score: float | None, budget: float | None) -> dict:
-    """Run the scheduler on the probed candidates; write ``decision`` and ``reason``; return the selection facts."""
-    probed = table["stage"].eq("probed").to_numpy()
+    """Run the scheduler on the probed, non-diverged candidates; write ``decision`` and ``reason``; return the
+    selection facts."""
+    # A probe that diverged is a failure already seen, whatever the regressor makes of its features: never GO.
+    probed = (table["stage"].eq("probed") & ~table["probe_diverged"].astype(bool)).to_numpy()
     predicted = table["predicted"].to_numpy(float)
     go = np.zeros(len(table), dtype=bool)
     value = np.full(len(table), np.nan)

@@ -12,7 +12,14 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from tuneahead_ray.serve import ServeConfig, add_serve_command, bind_app, build_app
+from tuneahead_ray.serve import (
+    SERVE_ENVIRONMENT,
+    ServeConfig,
+    add_serve_command,
+    apply_serve_environment,
+    bind_app,
+    build_app,
+)
 from tuneahead_ray.serve._cli import IMPORT_PATH, serve_settings
 from tuneahead_ray.yaml_config import ConfigError
 
@@ -92,3 +99,11 @@ def test_the_builder_takes_the_config_files_args(tmp_path) -> None:
     assert isinstance(builder({"model_dir": str(tmp_path), "max_rows": 10}), serve.Application)
     with pytest.raises(ValidationError, match="max_rows"):
         builder({"model_dir": str(tmp_path), "max_rows": 0})
+
+
+def test_the_serve_environment_fills_in_only_what_is_unset() -> None:
+    environ = {"RAY_SERVE_ENABLE_HA_PROXY": "0", "PATH": "/bin"}  # the user keeps the Python proxy
+    in_effect = apply_serve_environment(environ)
+    assert in_effect == {**SERVE_ENVIRONMENT, "RAY_SERVE_ENABLE_HA_PROXY": "0"}
+    assert environ == {**in_effect, "PATH": "/bin"}
+    assert SERVE_ENVIRONMENT["RAY_SERVE_ENABLE_HA_PROXY"] == "1"

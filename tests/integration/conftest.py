@@ -23,7 +23,7 @@ def ray_session() -> Iterator[None]:
     with pytest.MonkeyPatch.context() as patch:
         for name, value in apply_serve_environment(dict(os.environ)).items():  # undone at the end
             patch.setenv(name, value)
-        ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False)
         try:
             yield
         finally:

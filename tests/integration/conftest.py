@@ -2,22 +2,32 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
 
+#: HAProxy mode binds its stats page and exporter on all interfaces, so tests run it only when asked.
+HAPROXY = os.environ.get("TUNEAHEAD_TEST_HAPROXY") == "1"
+
 
 @pytest.fixture(scope="session")
 def ray_session() -> Iterator[None]:
-    """A local Ray with 2 CPUs and 2 (fake) GPUs, started once per session and shut down at its end.
+    """A local Ray with 2 CPUs and 2 (fake) GPUs, started once per session and shut down at its end, in the
+    environment ``tuneahead-ray serve`` gives its Ray (HAProxy only with TUNEAHEAD_TEST_HAPROXY=1).
 
     Declaring GPUs on a CPU machine exercises the GPU scheduling path: probe actors request ``num_gpus=1`` and
     fall back to the CPU device because torch sees no CUDA.
     """
     import ray
 
-    ray.init(address="local", num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        yield
-    finally:
-        ray.shutdown()
+    from tuneahead_ray.serve import apply_serve_environment
+
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in apply_serve_environment(dict(os.environ), haproxy=HAPROXY).items():  # undone at the end
+            patch.setenv(name, value)
+        ray.init(address="local", num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False)
+        try:
+            yield
+        finally:
+            ray.shutdown()

@@ -1,10 +1,12 @@
-"""The Serve application over real HTTP on 127.0.0.1: exact predictions, auth, 4xx on bad bodies, batching of
-concurrent requests, candidate featurization by the FeatureWorker, a killed replica replaced without failed
-requests, a tampered model refused at deploy time, and configs/serve.yaml valid under Serve's own schema."""
+"""The Serve application over real HTTP on 127.0.0.1, behind HAProxy as ``tuneahead-ray serve`` runs it: exact
+predictions, auth, 4xx on bad bodies, batching of concurrent requests, candidate featurization by the
+FeatureWorker, a killed replica replaced without failed requests, a tampered model refused at deploy time, and
+configs/serve.yaml valid under Serve's own schema."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import time
 from dataclasses import dataclass
@@ -176,13 +178,31 @@ def test_concurrent_single_row_requests_are_predicted_together(service) -> None:
     assert all(body["batch"]["rows"] == body["batch"]["requests"] for body in bodies)  # one row per request
 
 
+@pytest.mark.skipif(
+    os.environ.get("TUNEAHEAD_TEST_HAPROXY") != "1",
+    reason="HAProxy binds on all interfaces: run with TUNEAHEAD_TEST_HAPROXY=1",
+)
+def test_requests_reach_the_replicas_through_haproxy(service) -> None:
+    """The session's Ray has the service's environment: HAProxy answers on the HTTP port, not the Python proxy."""
+    import psutil  # Ray ships it
+
+    haproxies = [p for p in psutil.Process().children(recursive=True) if p.name() == "haproxy"]
+    port = int(service.url.rsplit(":", 1)[1])
+    listening = {c.laddr.port for p in haproxies for c in p.net_connections("tcp") if c.status == psutil.CONN_LISTEN}
+    assert port in listening, (port, listening)
+
+
 def test_candidate_specs_are_featurized_by_the_feature_worker(service) -> None:
     spec = {"model": "default", "dataset": {"path": "small_clean.jsonl"}, "hp": {"max_steps": 40, "batch_size": 8}}
     with TuneAheadClient(service.url, token=TOKEN, timeout=300) as client:
         predicted = client.predict_candidates([spec])["predictions"][0]
         with pytest.raises(ClientError) as caught:
             client.predict_candidates([{**spec, "dataset": {"path": "../../pyproject.toml"}}])
+        with pytest.raises(ClientError) as bad:  # the worker's DatasetError crosses the deployment handle
+            client.predict_candidates([{**spec, "dataset": {"path": "small_clean.jsonl", "format": "instruction"}}])
     assert (caught.value.status, caught.value.error) == (403, "forbidden_path")
+    assert (bad.value.status, bad.value.error) == (422, "bad_dataset")
+    assert bad.value.detail == "candidates[0].dataset: small_clean.jsonl, line 1: missing field 'instruction'"
     explained = httpx.post(
         service.url + "/v1/explain", json={"candidates": [spec], "top_k": 1000}, headers=AUTH, timeout=300
     ).json()["explanations"][0]

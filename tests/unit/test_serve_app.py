@@ -18,6 +18,7 @@ from tuneahead_ray.data import DatasetError
 from tuneahead_ray.predictor import ConformalInterval, ScorePredictor, load_predictor, save_predictor
 from tuneahead_ray.schemas import Candidate
 from tuneahead_ray.serve import ModelBackend, ServeConfig, create_fastapi_app
+from tuneahead_ray.serve._backend import predict_matrices
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -95,6 +96,21 @@ def test_predictions_and_intervals_equal_the_in_process_predictor(client, predic
         "level": 0.9,
     }
     assert body["batch"] == {"requests": 1, "rows": 50}
+
+
+def test_a_batch_of_requests_is_predicted_as_each_alone_with_normalized_intervals() -> None:
+    table = synthetic_metadataset(200, seed=14)
+    config = FAST.model_copy(update={"interval_method": "cv-normalized"})
+    predictor = ScorePredictor(config=config).fit(table, "y")
+    assert predictor.interval.scale is not None
+    parts = [table.iloc[:1], table.iloc[1:40], table.iloc[40:41]]
+    results = predict_matrices(predictor, [predictor.matrix(part) for part in parts])
+    for part, result in zip(parts, results, strict=True):
+        lower, upper = predictor.predict_interval(part)
+        np.testing.assert_allclose(result.prediction, predictor.predict(part), rtol=0, atol=1e-9)
+        np.testing.assert_allclose(result.lower, lower, rtol=0, atol=1e-9)
+        np.testing.assert_allclose(result.upper, upper, rtol=0, atol=1e-9)
+        assert (result.batch_requests, result.batch_rows) == (3, 41)
 
 
 def test_an_unbounded_interval_is_null_not_a_500(model_dir) -> None:

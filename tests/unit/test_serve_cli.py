@@ -12,7 +12,15 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from tuneahead_ray.serve import ServeConfig, add_serve_command, bind_app, build_app
+from tuneahead_ray.serve import (
+    HAPROXY_PORTS,
+    SERVE_ENVIRONMENT,
+    ServeConfig,
+    add_serve_command,
+    apply_serve_environment,
+    bind_app,
+    build_app,
+)
 from tuneahead_ray.serve._cli import IMPORT_PATH, serve_settings
 from tuneahead_ray.yaml_config import ConfigError
 
@@ -92,3 +100,20 @@ def test_the_builder_takes_the_config_files_args(tmp_path) -> None:
     assert isinstance(builder({"model_dir": str(tmp_path), "max_rows": 10}), serve.Application)
     with pytest.raises(ValidationError, match="max_rows"):
         builder({"model_dir": str(tmp_path), "max_rows": 0})
+
+
+def test_the_serve_environment_fills_in_only_what_is_unset() -> None:
+    environ = {"RAY_worker_niceness": "5", "PATH": "/bin"}
+    in_effect = apply_serve_environment(environ)
+    assert environ == {**in_effect, "PATH": "/bin"}
+    assert in_effect == {**SERVE_ENVIRONMENT, "RAY_worker_niceness": "5"}  # the user's value wins
+    assert "RAY_SERVE_ENABLE_HA_PROXY" not in environ  # opt-in: it binds on all interfaces
+
+
+def test_haproxy_is_opt_in_and_gets_free_ports() -> None:
+    environ = {"RAY_SERVE_HAPROXY_STATS_PORT": "8404"}
+    in_effect = apply_serve_environment(environ, haproxy=True)
+    assert in_effect["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
+    assert in_effect["RAY_SERVE_HAPROXY_STATS_PORT"] == "8404"  # the user's
+    assert 0 < int(in_effect["RAY_SERVE_HAPROXY_METRICS_PORT"]) < 65536  # a free one, not Serve's fixed 9101
+    assert set(HAPROXY_PORTS) <= set(in_effect)

@@ -41,7 +41,8 @@ class ConformalInterval:
     scale: lgb.Booster | None = None
     floor: float = 0.0
 
-    def half_widths(self, x: np.ndarray) -> np.ndarray:
+    def half_widths(self, x: np.ndarray, **predict_params) -> np.ndarray:
+        """Half-widths at rows ``x``; ``predict_params`` go to the scale model's ``predict`` (e.g. num_threads)."""
         if self.scale is None:
             return np.full(len(x), self.quantile)
-        return self.quantile * np.maximum(self.scale.predict(x), self.floor)
+        return self.quantile * np.maximum(self.scale.predict(x, **predict_params), self.floor)

@@ -1,12 +1,15 @@
 """``serve``: run the prediction service locally from a Serve config file, with command-line overrides.
 
 The config file is the one ``serve run`` and ``serve deploy`` accept (validated with Serve's own schema); its
-deployment options are applied the way Serve applies them, by deployment name.
+deployment options are applied the way Serve applies them, by deployment name. It starts its own local Ray, with
+the environment of :data:`~tuneahead_ray.serve._environment.SERVE_ENVIRONMENT` (HAProxy in front of the
+replicas), unless ``RAY_ADDRESS`` names a cluster to join.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +17,7 @@ from typing import Any
 
 from tuneahead_ray.serve._auth import load_token
 from tuneahead_ray.serve._config import ServeConfig
+from tuneahead_ray.serve._environment import apply_serve_environment
 from tuneahead_ray.yaml_config import ConfigError, load_yaml_model
 
 __all__ = ["IMPORT_PATH", "ServeSettings", "add_serve_command", "deploy", "serve_settings"]
@@ -95,13 +99,19 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     settings = serve_settings(args)
     load_token(settings.config)  # fail here, not in every replica, when the token is missing
     application = bind_app(settings.config, settings.deployment_options)
+    # Our own local Ray, started in the service's environment (Serve reads it when its processes start), unless
+    # RAY_ADDRESS names a cluster to join: that cluster has the environment it was started with.
+    address = os.environ.get("RAY_ADDRESS") or "local"
+    environment = apply_serve_environment(haproxy=args.haproxy)
     if not ray.is_initialized():
-        ray.init(num_cpus=args.num_cpus, include_dashboard=False)
+        ray.init(address=address, num_cpus=args.num_cpus if address == "local" else None, include_dashboard=False)
     serve.start(http_options=settings.http_options, proxy_location=settings.proxy_location)
     host, port = settings.http_options["host"], settings.http_options["port"]
     try:
         deploy(application, settings.name, settings.route_prefix)
         print(f"serving {settings.config.model_dir.resolve()} on http://{host}:{port} (docs at /docs); Ctrl-C stops it")
+        if address == "local":
+            print("Ray environment: " + " ".join(f"{name}={value}" for name, value in environment.items()))
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
@@ -122,4 +132,10 @@ def add_serve_command(subparsers: argparse._SubParsersAction) -> None:
     tokens.add_argument("--token-env", metavar="NAME", help="environment variable holding the bearer token")
     tokens.add_argument("--token-file", type=Path, metavar="FILE", help="file holding the bearer token")
     parser.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all)")
+    parser.add_argument(
+        "--haproxy",
+        action="store_true",
+        help="serve through HAProxy (direct ingress, ~5x less overhead per request); Ray binds its stats page and "
+        "exporter on all interfaces, so only where that is acceptable",
+    )
     parser.set_defaults(func=_cmd_serve)

@@ -40,11 +40,11 @@ class ServeConfig(BaseModel):
     )
     max_batch_size: int = Field(32, ge=1, le=1024, description="Most requests predicted in one model call.")
     batch_wait_timeout_s: float = Field(
-        0.001,
+        0.0,
         ge=0,
         le=1,
-        description="How long a batch waits for more requests after its first one; under load, requests that queue "
-        "while a batch runs form the next one anyway, so a short wait only adds latency when traffic is light",
+        description="How long a batch waits for more requests after its first one. 0: a batch is whatever queued "
+        "while the previous one ran, which under load is a full batch anyway, and a lone request waits for nothing",
     )
 
     @model_validator(mode="after")

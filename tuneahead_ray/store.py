@@ -63,13 +63,18 @@ class ResultStore:
         return len(self.rows)
 
     def append(self, row: dict) -> None:
-        """Record one finished row durably (flushed and fsynced) before anything else happens."""
+        """Record one finished row durably (flushed and fsynced) before anything else happens.
+
+        The row kept in memory is the one a resumed store reads back (same keys, order and types), so results do
+        not depend on whether a row was computed now or before a restart.
+        """
+        line = json.dumps(row, sort_keys=True)
         self.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.checkpoint_path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(row, sort_keys=True) + "\n")
+            handle.write(line + "\n")
             handle.flush()
             os.fsync(handle.fileno())
-        self.rows[row[self.key]] = row
+        self.rows[row[self.key]] = json.loads(line)
 
     def table(self) -> pa.Table:
         """All rows in key order, as an Arrow table."""

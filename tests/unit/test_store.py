@@ -46,3 +46,12 @@ def test_atomic_write_replaces_the_whole_file(tmp_path) -> None:
     path = write_parquet_atomic(pa.table({"x": [1, 2]}), tmp_path / "t.parquet")
     write_parquet_atomic(pa.table({"x": [3]}), path)
     assert pq.read_table(path).column("x").to_pylist() == [3]
+
+
+def test_a_fresh_row_equals_the_row_a_resumed_store_reads(tmp_path) -> None:
+    store = ResultStore(tmp_path / "rows.parquet")
+    store.append({"candidate_id": "a", "z": (1, 2), "b": 1.5, "nan": float("nan")})
+    fresh = store.rows["a"]
+    resumed = ResultStore(tmp_path / "rows.parquet").rows["a"]
+    assert list(fresh) == list(resumed) == ["b", "candidate_id", "nan", "z"]
+    assert fresh["z"] == resumed["z"] == [1, 2]

@@ -198,6 +198,36 @@ def _cmd_corpus_build(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def _cmd_corpus_refeature(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from tuneahead_ray.corpus import refeature_checkpoint, refeature_corpus
+    from tuneahead_ray.workers import PoolConfig
+
+    _init_ray(args)
+    bar = tqdm(desc="refeatured runs", unit="run", file=sys.stderr, dynamic_ncols=True)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    table, failures = refeature_corpus(
+        args.corpus,
+        pool_config=PoolConfig(num_workers=args.workers, gpus_per_worker=args.gpus_per_worker, device=args.device),
+        row_descriptors=not args.keep_row_descriptors,
+        limit=args.limit,
+        on_progress=progress,
+    )
+    bar.close()
+    if table is None:
+        print(f"partial: finished runs are kept in {refeature_checkpoint(args.corpus)}.jsonl; rerun to continue")
+    else:
+        print(f"rewrote the features of {table.num_rows} runs in {args.corpus}")
+    for failure in failures:
+        print(f"failed: {failure.key}: {failure.error}", file=sys.stderr)
+    return 1 if failures else 0
+
+
 def _add_ray_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--address", help="Ray cluster address (e.g. auto); default starts a local Ray")
     parser.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all)")
@@ -235,6 +265,19 @@ def _parser() -> argparse.ArgumentParser:
     corpus_build.add_argument("--no-proxy", action="store_true", help="skip the proxy fine-tunes")
     _add_ray_args(corpus_build)
     corpus_build.set_defaults(func=_cmd_corpus_build)
+    refeature = corpus.add_parser(
+        "refeature", help="recompute descriptors + probe features of a corpus, keeping its ground truth (resumable)"
+    )
+    refeature.add_argument("--corpus", type=Path, required=True, help="corpus Parquet file, rewritten in place")
+    refeature.add_argument("--device", default="cpu")
+    refeature.add_argument(
+        "--keep-row-descriptors",
+        action="store_true",
+        help="keep the stored per-row descriptors (unchanged definitions); recompute model descriptors + probe",
+    )
+    refeature.add_argument("--limit", type=int, help="stop after this many newly computed runs (kept; resume later)")
+    _add_ray_args(refeature)
+    refeature.set_defaults(func=_cmd_corpus_refeature)
 
     from tuneahead_ray.predictor import add_predictor_commands
 

@@ -1,0 +1,105 @@
+"""Refreshing a corpus's meta-features without redoing its full runs.
+
+Each run's dataset is regenerated from its stored spec (the testbed generator is deterministic), and its static
+descriptors and probe (the run's own first K steps, deterministic for its seed) are recomputed on the actor pool
+with the current code. The ground truth (score, base score, loss curve, full-run costs, proxy scores) is kept as
+it is; the feature columns and the probe/descriptor costs are replaced. Finished runs are checkpointed, so a
+killed refresh resumes where it stopped; the corpus file is rewritten once, atomically, at the end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tuneahead_ray.corpus._build import CorpusWorker
+from tuneahead_ray.corpus._sampling import CorpusSpec
+from tuneahead_ray.modeling import DEFAULT_MODEL
+from tuneahead_ray.probe import ProbeSpec
+from tuneahead_ray.schemas import HyperParams
+from tuneahead_ray.store import ResultStore, write_parquet_atomic
+from tuneahead_ray.testbed import DataSpec
+from tuneahead_ray.workers import PoolConfig, WorkerFailure, WorkerPool
+
+__all__ = ["refeature_corpus", "refeature_checkpoint"]
+
+
+def refeature_checkpoint(corpus_path: str | Path) -> Path:
+    """Where a refresh of ``corpus_path`` keeps its finished rows (``<name>.refeature.parquet`` + ``.jsonl``)."""
+    path = Path(corpus_path)
+    return path.with_name(path.stem + ".refeature.parquet")
+
+
+def _spec(row: dict) -> CorpusSpec:
+    spec = CorpusSpec(
+        data=DataSpec.model_validate_json(row["data_spec"]), hp=HyperParams.model_validate_json(row["hp"])
+    )
+    if spec.run_id() != row["candidate_id"]:
+        raise ValueError(f"run {row['candidate_id']}: its stored spec hashes to {spec.run_id()}; cannot regenerate")
+    return spec
+
+
+def _merged(corpus: pa.Table, fresh: dict[str, dict]) -> pa.Table:
+    """``corpus`` with every column the refresh computed replaced (new ones appended), rows in the same order."""
+    ids = corpus.column("candidate_id").to_pylist()
+    names = [name for name in next(iter(fresh.values())) if name != "candidate_id"]
+    for name in names:
+        values = pa.array([fresh[key][name] for key in ids])
+        if name in corpus.column_names:
+            corpus = corpus.set_column(
+                corpus.column_names.index(name), name, values.cast(corpus.schema.field(name).type)
+            )
+        else:
+            corpus = corpus.append_column(name, values)
+    return corpus
+
+
+def refeature_corpus(
+    corpus_path: str | Path,
+    *,
+    model: str = DEFAULT_MODEL,
+    probe_spec: ProbeSpec | None = None,
+    pool_config: PoolConfig | None = None,
+    row_descriptors: bool = True,
+    limit: int | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> tuple[pa.Table | None, list[WorkerFailure]]:
+    """Recompute descriptors + probe features of every run in ``corpus_path`` and rewrite the file; Ray must be up.
+
+    ``row_descriptors=False`` keeps the stored per-row descriptors (a pure function of the regenerated data; valid
+    while their definitions are unchanged) and recomputes only the model-based ones and the probe, which is much
+    cheaper; the stored ``descriptor_seconds`` is kept then. ``limit`` stops after that many newly computed runs
+    (the checkpoint keeps them; nothing is rewritten). Returns the rewritten table (``None`` while runs are
+    missing) and the runs that failed.
+    """
+    corpus_path = Path(corpus_path)
+    corpus = pq.read_table(corpus_path)
+    store = ResultStore(refeature_checkpoint(corpus_path))
+    rows = corpus.select(["candidate_id", "data_spec", "hp"]).to_pylist()
+    todo = [row for row in rows if row["candidate_id"] not in store]
+    if limit is not None:
+        todo = todo[:limit]
+    probe_spec = probe_spec or ProbeSpec()
+    failures: list[WorkerFailure] = []
+    if todo:
+        config = pool_config or PoolConfig(device="cpu")
+        pool = WorkerPool(CorpusWorker, (model, None, config.device), config)
+        try:
+            jobs = ((row["candidate_id"], (_spec(row), probe_spec, row_descriptors)) for row in todo)
+            for done, (_, result) in enumerate(pool.map_unordered("features", jobs), start=1):
+                if isinstance(result, WorkerFailure):
+                    failures.append(result)
+                else:
+                    store.append(result)
+                if on_progress is not None:
+                    on_progress(done, len(todo))
+        finally:
+            pool.shutdown()
+    if any(row["candidate_id"] not in store for row in rows):
+        return None, failures
+    merged = _merged(corpus, store.rows)
+    write_parquet_atomic(merged, corpus_path)
+    return merged, failures

@@ -112,7 +112,7 @@ class CorpusWorker:
         """Only the meta-features of a run (descriptors + probe), for refreshing a corpus without full runs.
 
         ``row_descriptors=False`` skips the per-row descriptors (a pure function of the data, which is regenerated
-        identically) and returns only the model-based ones; its ``descriptor_seconds`` is then a partial cost.
+        identically) and returns only the model-based ones (and no ``descriptor_seconds``: a partial cost).
         """
         table, static, descriptor_seconds = self._describe(spec, row_descriptors)
         adapted, _, trace, _ = self._probe(table, spec, probe_spec)

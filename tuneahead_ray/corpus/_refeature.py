@@ -2,8 +2,8 @@
 
 Each run's dataset is regenerated from its stored spec (the testbed generator is deterministic), and its static
 descriptors and probe (the run's own first K steps, deterministic for its seed) are recomputed on the actor pool
-with the current code. The ground truth (score, base score, loss curve, full-run costs, proxy scores) is kept as
-it is; the feature columns and the probe/descriptor costs are replaced. Finished runs are checkpointed, so a
+with the current code. The ground truth (score, base score, loss curve, costs, proxy scores) is kept as it is; the
+feature columns are replaced and new ones appended. Finished runs are checkpointed, so a
 killed refresh resumes where it stopped; the corpus file is rewritten once, atomically, at the end.
 """
 
@@ -42,10 +42,15 @@ def _spec(row: dict) -> CorpusSpec:
     return spec
 
 
+#: Wall-clock costs stay those of the build: they are compared with its full-run timings, measured under the same
+#: machine load; a refresh's own timings (kept in its checkpoint) reflect whatever else ran during the refresh.
+_BUILD_TIMINGS = ("probe_seconds", "descriptor_seconds")
+
+
 def _merged(corpus: pa.Table, fresh: dict[str, dict]) -> pa.Table:
-    """``corpus`` with every column the refresh computed replaced (new ones appended), rows in the same order."""
+    """``corpus`` with every feature column the refresh computed replaced (new ones appended), rows in order."""
     ids = corpus.column("candidate_id").to_pylist()
-    names = [name for name in next(iter(fresh.values())) if name != "candidate_id"]
+    names = [name for name in next(iter(fresh.values())) if name not in ("candidate_id", *_BUILD_TIMINGS)]
     for name in names:
         values = pa.array([fresh[key][name] for key in ids])
         if name in corpus.column_names:
@@ -71,7 +76,7 @@ def refeature_corpus(
 
     ``row_descriptors=False`` keeps the stored per-row descriptors (a pure function of the regenerated data; valid
     while their definitions are unchanged) and recomputes only the model-based ones and the probe, which is much
-    cheaper; the stored ``descriptor_seconds`` is kept then. ``limit`` stops after that many newly computed runs
+    cheaper. ``limit`` stops after that many newly computed runs
     (the checkpoint keeps them; nothing is rewritten). Returns the rewritten table (``None`` while runs are
     missing) and the runs that failed.
     """

@@ -10,6 +10,7 @@ import pytest
 
 from tuneahead_ray.corpus import CorpusSpec, refeature_checkpoint, refeature_corpus
 from tuneahead_ray.descriptors import STATIC_FEATURES
+from tuneahead_ray.features import HP_FEATURES
 from tuneahead_ray.probe import PROBE_FEATURES, ProbeSpec
 from tuneahead_ray.schemas import HyperParams
 from tuneahead_ray.store import ResultStore
@@ -37,6 +38,7 @@ def _stale_corpus(path: Path, count: int) -> list[CorpusSpec]:
             "hp": [s.hp.model_dump_json() for s in specs],
             "score": [40.0 + i for i in range(count)],
             "loss_curve": [[1.0, 0.5]] * count,
+            "num_examples": [40] * count,
             "probe_final_loss": [-1.0] * count,
             "num_rows": [-7.0] * count,
         }
@@ -65,7 +67,7 @@ def test_refeature_keeps_ground_truth_replaces_features_and_resumes(ray_session:
     assert stored.column("loss_curve").to_pylist() == [[1.0, 0.5]] * 3
     assert all(v > 0 for v in stored.column("probe_final_loss").to_pylist())
     assert stored.column("num_rows").to_pylist() == [-7.0] * 3  # per-row descriptors kept on request
-    for name in [*PROBE_FEATURES, "base_answer_match", "high_loss_share"]:
+    for name in [*PROBE_FEATURES, *HP_FEATURES, "base_answer_match", "high_loss_share"]:
         assert name in stored.column_names
     noisy, clean = stored.column("base_answer_match").to_pylist()[1], stored.column("base_answer_match").to_pylist()[0]
     assert noisy < clean

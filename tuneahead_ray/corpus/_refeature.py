@@ -2,8 +2,9 @@
 
 Each run's dataset is regenerated from its stored spec (the testbed generator is deterministic), and its static
 descriptors and probe (the run's own first K steps, deterministic for its seed) are recomputed on the actor pool
-with the current code. The ground truth (score, base score, loss curve, costs, proxy scores) is kept as it is; the
-feature columns are replaced and new ones appended. Finished runs are checkpointed, so a
+with the current code; the hyperparameter features are recomputed from each run's stored hyperparameters. The
+ground truth (score, base score, loss curve, costs, proxy scores) is kept as it is; the feature columns are replaced
+and new ones appended. Finished runs are checkpointed, so a
 killed refresh resumes where it stopped; the corpus file is rewritten once, atomically, at the end.
 """
 
@@ -17,6 +18,7 @@ import pyarrow.parquet as pq
 
 from tuneahead_ray.corpus._build import CorpusWorker
 from tuneahead_ray.corpus._sampling import CorpusSpec
+from tuneahead_ray.features import hp_features
 from tuneahead_ray.modeling import DEFAULT_MODEL
 from tuneahead_ray.probe import ProbeSpec
 from tuneahead_ray.schemas import HyperParams
@@ -47,9 +49,22 @@ def _spec(row: dict) -> CorpusSpec:
 _BUILD_TIMINGS = ("probe_seconds", "descriptor_seconds")
 
 
+def _with_hp_features(corpus: pa.Table, fresh: dict[str, dict]) -> dict[str, dict]:
+    """The refreshed rows plus the hyperparameter features recomputed (in-process: they need no model) from each
+    run's stored hyperparameters and example count."""
+    runs = corpus.select(["candidate_id", "hp", "num_examples"]).to_pylist()
+    hps = {
+        run["candidate_id"]: hp_features(HyperParams.model_validate_json(run["hp"]), int(run["num_examples"]))
+        for run in runs
+    }
+    return {key: {**row, **hps[key]} for key, row in fresh.items() if key in hps}
+
+
 def _merged(corpus: pa.Table, fresh: dict[str, dict]) -> pa.Table:
     """``corpus`` with every feature column the refresh computed replaced (new ones appended), rows in order."""
     ids = corpus.column("candidate_id").to_pylist()
+    if "num_examples" in corpus.column_names:
+        fresh = _with_hp_features(corpus, fresh)
     names = [name for name in next(iter(fresh.values())) if name not in ("candidate_id", *_BUILD_TIMINGS)]
     for name in names:
         values = pa.array([fresh[key][name] for key in ids])

@@ -168,21 +168,27 @@ def _cmd_features(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-def _cmd_corpus_build(args: argparse.Namespace) -> int:
+def _progress_bar(description: str):
+    """A tqdm bar on stderr and the ``(done, total)`` callback that advances it."""
     from tqdm.auto import tqdm
 
+    bar = tqdm(desc=description, unit="run", file=sys.stderr, dynamic_ncols=True)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    return bar, progress
+
+
+def _cmd_corpus_build(args: argparse.Namespace) -> int:
     from tuneahead_ray.corpus import build_corpus
     from tuneahead_ray.modeling import resolve_model_dir
     from tuneahead_ray.workers import PoolConfig
 
     proxy = None if args.no_proxy else str(resolve_model_dir(args.proxy_model or default_proxy_dir()))
     _init_ray(args)
-    bar = tqdm(desc="corpus runs", unit="run", file=sys.stderr, dynamic_ncols=True)
-
-    def progress(done: int, total: int) -> None:
-        bar.total = total
-        bar.update(done - bar.n)
-
+    bar, progress = _progress_bar("corpus runs")
     table, failures = build_corpus(
         args.runs,
         args.out,
@@ -199,18 +205,11 @@ def _cmd_corpus_build(args: argparse.Namespace) -> int:
 
 
 def _cmd_corpus_refeature(args: argparse.Namespace) -> int:
-    from tqdm.auto import tqdm
-
     from tuneahead_ray.corpus import refeature_checkpoint, refeature_corpus
     from tuneahead_ray.workers import PoolConfig
 
     _init_ray(args)
-    bar = tqdm(desc="refeatured runs", unit="run", file=sys.stderr, dynamic_ncols=True)
-
-    def progress(done: int, total: int) -> None:
-        bar.total = total
-        bar.update(done - bar.n)
-
+    bar, progress = _progress_bar("refeatured runs")
     table, failures = refeature_corpus(
         args.corpus,
         pool_config=PoolConfig(num_workers=args.workers, gpus_per_worker=args.gpus_per_worker, device=args.device),

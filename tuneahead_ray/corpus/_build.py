@@ -33,7 +33,7 @@ from tuneahead_ray.training import (
 )
 from tuneahead_ray.workers import PoolConfig, WorkerFailure, WorkerPool
 
-__all__ = ["CorpusWorker", "build_corpus", "PROXY_MAX_STEPS"]
+__all__ = ["CorpusWorker", "build_corpus", "run_into_store", "PROXY_MAX_STEPS"]
 
 #: The ProxyLM-style baseline fine-tunes a smaller proxy model on the same data for at most this many steps.
 PROXY_MAX_STEPS = 100
@@ -195,6 +195,36 @@ class CorpusWorker:
         }
 
 
+def run_into_store(
+    store: ResultStore,
+    method: str,
+    jobs: list[tuple[str, tuple]],
+    init_args: tuple,
+    pool_config: PoolConfig | None,
+    on_progress: Callable[[int, int], None] | None,
+    flush_every: int | None = None,
+) -> list[WorkerFailure]:
+    """Run ``CorpusWorker.<method>`` on every job on the actor pool, appending each result to ``store`` as it
+    finishes (and rewriting its Parquet file every ``flush_every`` results); returns the jobs that failed."""
+    failures: list[WorkerFailure] = []
+    if not jobs:
+        return failures
+    pool = WorkerPool(CorpusWorker, init_args, pool_config or PoolConfig(device="cpu"))
+    try:
+        for done, (_, result) in enumerate(pool.map_unordered(method, iter(jobs)), start=1):
+            if isinstance(result, WorkerFailure):
+                failures.append(result)
+            else:
+                store.append(result)
+            if on_progress is not None:
+                on_progress(done, len(jobs))
+            if flush_every and done % flush_every == 0:
+                store.flush()
+    finally:
+        pool.shutdown()
+    return failures
+
+
 def build_corpus(
     runs: int,
     out_dir: str | Path,
@@ -210,22 +240,8 @@ def build_corpus(
     store = ResultStore(Path(out_dir) / "corpus.parquet")
     probe_spec = probe_spec or ProbeSpec()
     todo = [spec for spec in sample_corpus_specs(runs, seed) if spec.run_id() not in store]
-    failures: list[WorkerFailure] = []
-    if todo:
-        config = pool_config or PoolConfig(device="cpu")
-        pool = WorkerPool(CorpusWorker, (model, proxy_model, config.device), config)
-        try:
-            jobs = ((spec.run_id(), (spec, probe_spec)) for spec in todo)
-            for done, (_, result) in enumerate(pool.map_unordered("run", jobs), start=1):
-                if isinstance(result, WorkerFailure):
-                    failures.append(result)
-                else:
-                    store.append(result)
-                if on_progress is not None:
-                    on_progress(done, len(todo))
-                if done % 50 == 0:
-                    store.flush()
-        finally:
-            pool.shutdown()
+    jobs = [(spec.run_id(), (spec, probe_spec)) for spec in todo]
+    init = (model, proxy_model, (pool_config or PoolConfig(device="cpu")).device)
+    failures = run_into_store(store, "run", jobs, init, pool_config, on_progress, flush_every=50)
     store.flush()
     return store.table(), failures

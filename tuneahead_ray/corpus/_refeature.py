@@ -16,7 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tuneahead_ray.corpus._build import CorpusWorker
+from tuneahead_ray.corpus._build import run_into_store
 from tuneahead_ray.corpus._sampling import CorpusSpec
 from tuneahead_ray.features import hp_features
 from tuneahead_ray.modeling import DEFAULT_MODEL
@@ -24,7 +24,7 @@ from tuneahead_ray.probe import ProbeSpec
 from tuneahead_ray.schemas import HyperParams
 from tuneahead_ray.store import ResultStore, write_parquet_atomic
 from tuneahead_ray.testbed import DataSpec
-from tuneahead_ray.workers import PoolConfig, WorkerFailure, WorkerPool
+from tuneahead_ray.workers import PoolConfig, WorkerFailure
 
 __all__ = ["refeature_corpus", "refeature_checkpoint"]
 
@@ -103,21 +103,9 @@ def refeature_corpus(
     if limit is not None:
         todo = todo[:limit]
     probe_spec = probe_spec or ProbeSpec()
-    failures: list[WorkerFailure] = []
-    if todo:
-        config = pool_config or PoolConfig(device="cpu")
-        pool = WorkerPool(CorpusWorker, (model, None, config.device), config)
-        try:
-            jobs = ((row["candidate_id"], (_spec(row), probe_spec, row_descriptors)) for row in todo)
-            for done, (_, result) in enumerate(pool.map_unordered("features", jobs), start=1):
-                if isinstance(result, WorkerFailure):
-                    failures.append(result)
-                else:
-                    store.append(result)
-                if on_progress is not None:
-                    on_progress(done, len(todo))
-        finally:
-            pool.shutdown()
+    jobs = [(row["candidate_id"], (_spec(row), probe_spec, row_descriptors)) for row in todo]
+    init = (model, None, (pool_config or PoolConfig(device="cpu")).device)
+    failures = run_into_store(store, "features", jobs, init, pool_config, on_progress)
     if any(row["candidate_id"] not in store for row in rows):
         return None, failures
     merged = _merged(corpus, store.rows)

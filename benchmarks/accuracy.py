@@ -127,6 +127,21 @@ def target_checks(report: dict) -> dict[str, bool]:
     }
 
 
+def noise_floor(target_std: float) -> dict | None:
+    """The ground truth's seed noise (``benchmarks/noise_floor.py``), as the RMSE and RMSE / std no predictor of
+    the candidate can beat on average, when that benchmark has been run."""
+    path = RESULTS / "noise_floor.json"
+    if not path.exists():
+        return None
+    floor = json.loads(path.read_text(encoding="utf-8"))
+    return {
+        "seed_std_pp": floor["seed_std_pp"],
+        "rmse_over_std_floor": floor["seed_std_pp"] / target_std,
+        "within_3pp_ceiling": floor["within_3pp_ceiling"],
+        "candidates": floor["candidates"],
+    }
+
+
 def _summary(report: dict) -> dict:
     """The report without per-run predictions (kept small for the results file)."""
     keep = ("split", "n_train", "n_test", "models")
@@ -173,6 +188,13 @@ def main() -> int:
     print("\n".join(screening_table(figures)))
     checks = target_checks(random)
     print("\ntargets (random splits): " + ", ".join(f"{k}: {'met' if ok else 'missed'}" for k, ok in checks.items()))
+    floor = noise_floor(float(table[TARGET].std()))
+    if floor is not None:
+        print(
+            f"noise floor (same run, other training seeds; {floor['candidates']} candidates): seed std "
+            f"{floor['seed_std_pp']:.2f} pp = RMSE/std {floor['rmse_over_std_floor']:.3f}; within ±3pp ceiling "
+            f"{floor['within_3pp_ceiling']:.0%}"
+        )
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     result = {
@@ -186,6 +208,7 @@ def main() -> int:
         "rmse_ratios": {"random": rmse_ratios(random), "family_held_out": rmse_ratios(family)},
         "go_no_go": {"threshold": threshold, "cost": "seconds", "figures": figures},
         "targets_met": checks,
+        "noise_floor": floor,
         "seconds": seconds,
         "machine": platform.platform(),
     }

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from tuneahead_ray._cli_common import StageBars, add_ray_args, init_ray, run_bar
+from tuneahead_ray._cli_common import StageBars, add_ray_args, init_ray, pool_config, run_bar
 from tuneahead_ray.modeling import DEFAULT_MODEL, default_model_dir, default_proxy_dir
 from tuneahead_ray.schemas import Candidate, DatasetRef, HyperParams
 from tuneahead_ray.yaml_config import load_yaml_model
@@ -126,7 +126,6 @@ def _cmd_features(args: argparse.Namespace) -> int:
 
 
 def _cmd_corpus_build(args: argparse.Namespace) -> int:
-
     from tuneahead_ray.corpus import build_corpus
     from tuneahead_ray.modeling import resolve_model_dir
     from tuneahead_ray.workers import PoolConfig
@@ -145,6 +144,28 @@ def _cmd_corpus_build(args: argparse.Namespace) -> int:
     )
     bar.close()
     print(f"corpus at {Path(args.out) / 'corpus.parquet'}: {table.num_rows} runs")
+    for failure in failures:
+        print(f"failed: {failure.key}: {failure.error}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def _cmd_corpus_refeature(args: argparse.Namespace) -> int:
+    from tuneahead_ray.corpus import refeature_checkpoint, refeature_corpus
+
+    init_ray(args)
+    bar, progress = run_bar("refeatured runs")
+    table, failures = refeature_corpus(
+        args.corpus,
+        pool_config=pool_config(args, args.device),
+        row_descriptors=not args.keep_row_descriptors,
+        limit=args.limit,
+        on_progress=progress,
+    )
+    bar.close()
+    if table is None:
+        print(f"partial: finished runs are kept in {refeature_checkpoint(args.corpus)}.jsonl; rerun to continue")
+    else:
+        print(f"rewrote the features of {table.num_rows} runs in {args.corpus}")
     for failure in failures:
         print(f"failed: {failure.key}: {failure.error}", file=sys.stderr)
     return 1 if failures else 0
@@ -228,6 +249,19 @@ def _parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     corpus_build.add_argument("--no-proxy", action="store_true", help="skip the proxy fine-tunes")
     add_ray_args(corpus_build)
     corpus_build.set_defaults(func=_cmd_corpus_build)
+    refeature = corpus.add_parser(
+        "refeature", help="recompute descriptors + probe features of a corpus, keeping its ground truth (resumable)"
+    )
+    refeature.add_argument("--corpus", type=Path, required=True, help="corpus Parquet file, rewritten in place")
+    refeature.add_argument("--device", default="cpu")
+    refeature.add_argument(
+        "--keep-row-descriptors",
+        action="store_true",
+        help="keep the stored per-row descriptors (unchanged definitions); recompute model descriptors + probe",
+    )
+    refeature.add_argument("--limit", type=int, help="stop after this many newly computed runs (kept; resume later)")
+    add_ray_args(refeature)
+    refeature.set_defaults(func=_cmd_corpus_refeature)
 
     _add_lazy_commands(sub, command)
 

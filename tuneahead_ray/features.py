@@ -25,6 +25,7 @@ __all__ = [
     "dataset_fingerprints",
     "feature_row",
     "hp_features",
+    "lr_integral",
     "probe_features",
     "static_features",
 ]
@@ -45,8 +46,26 @@ HP_FEATURES: tuple[str, ...] = (
     "hp_weight_decay",
     "hp_max_seq_len",
     "hp_max_grad_norm",
+    "hp_log10_lr_integral",
 )
 _MLP = {"gate_proj", "up_proj", "down_proj"}
+
+
+def lr_integral(hp: HyperParams, total_steps: int) -> float:
+    """The learning rate the run's schedule spends over all its steps (sum of the per-step lr, warmup included):
+    lr, schedule shape, warmup and length in one number, exactly as the trainer's scheduler computes them."""
+    import torch
+    from transformers import get_scheduler
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=hp.lr)
+    schedule = get_scheduler(
+        hp.lr_schedule,
+        optimizer,
+        num_warmup_steps=round(hp.warmup_ratio * total_steps),
+        num_training_steps=total_steps,
+    )
+    multiplier = schedule.lr_lambdas[0]
+    return hp.lr * math.fsum(multiplier(step) for step in range(total_steps))
 
 
 def hp_features(hp: HyperParams, num_examples: int) -> dict[str, float]:
@@ -68,6 +87,7 @@ def hp_features(hp: HyperParams, num_examples: int) -> dict[str, float]:
         "hp_weight_decay": hp.weight_decay,
         "hp_max_seq_len": float(hp.max_seq_len),
         "hp_max_grad_norm": hp.max_grad_norm if hp.max_grad_norm is not None else float("nan"),  # NaN: no clipping
+        "hp_log10_lr_integral": math.log10(max(lr_integral(hp, total), 1e-30)),
     }
 
 

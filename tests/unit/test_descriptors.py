@@ -17,10 +17,12 @@ import pytest
 import tuneahead_ray.descriptors._pipeline as pipeline
 from tuneahead_ray.data import write_jsonl
 from tuneahead_ray.descriptors import (
+    MODEL_FEATURES,
     STATIC_FEATURES,
     ModelScorer,
     RowFeaturizer,
     compute_descriptors,
+    describe_sample,
     describe_table,
     embedding_outlier_ratio,
     exact_duplicate_rate,
@@ -191,6 +193,27 @@ def test_reference_perplexity_is_lower_on_data_like_the_pretraining_data(scorer:
     noise = _table([(_long_text(seed), _long_text(seed + 100, words=20)) for seed in range(64)])
     unfamiliar = model_stats(scorer(sample_rows(noise, 64, 0)), seed=0)
     assert testbed["reference_log_perplexity"] < unfamiliar["reference_log_perplexity"]
+
+
+def test_wrong_labels_lower_base_answer_match_and_raise_the_high_loss_share(scorer: ModelScorer) -> None:
+    clean = describe_sample(_testbed_table(size=200), scorer, sample_size=128)
+    noisy = describe_sample(_testbed_table(size=200, label_noise=1.0), scorer, sample_size=128)
+    assert clean["base_answer_match"] > noisy["base_answer_match"] + 0.1
+    assert clean["base_token_agreement"] > noisy["base_token_agreement"]
+    assert noisy["high_loss_share"] > clean["high_loss_share"] + 0.1
+
+
+def test_exact_answer_match_and_token_agreement_of_an_answer_the_model_cannot_know(scorer: ModelScorer) -> None:
+    values = describe_sample(_table([("add 1 1", "2"), ("add 1 1", "zqxjvkwp zqxjvkwp")]), scorer, sample_size=2)
+    assert values["base_answer_match"] <= 0.5  # the gibberish answer is never reproduced
+    assert 0.0 <= values["base_token_agreement"] < 1.0
+    assert values["high_loss_share"] >= 0.5
+
+
+def test_describe_sample_equals_the_model_part_of_describe_table(scorer: ModelScorer) -> None:
+    table = _testbed_table(size=300)
+    whole = describe_table(table, use_ray=False, sample_size=32, device="cpu")
+    assert describe_sample(table, scorer, sample_size=32) == pytest.approx({k: whole[k] for k in MODEL_FEATURES})
 
 
 def test_embedding_outlier_ratio_flags_far_points() -> None:

@@ -9,10 +9,18 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from tuneahead_ray.probe import PROBE_FEATURES, ProbeSpec, ProbeTrace, ProbeWorker, trajectory_features
+from tuneahead_ray.probe import (
+    PROBE_FEATURES,
+    ProbeSpec,
+    ProbeTrace,
+    ProbeWorker,
+    ReferenceScore,
+    trajectory_features,
+)
 from tuneahead_ray.probe._probe import _hoyer_sparsity
+from tuneahead_ray.probe._reference import reference_examples
 from tuneahead_ray.schemas import Candidate, DatasetRef, HyperParams
-from tuneahead_ray.testbed import DataSpec, write_dataset
+from tuneahead_ray.testbed import DataSpec, benchmark_items, write_dataset
 from tuneahead_ray.training import StepTrainer, attach_adapter
 
 
@@ -135,3 +143,64 @@ def test_probe_is_the_first_k_steps_of_the_run_and_a_go_run_resumes_from_it(
     # The probe's measurements did not perturb the trajectory: the resumed run matches the uninterrupted one.
     assert continued == pytest.approx(losses[10:], abs=1e-6)
     assert probe.features["probe_initial_loss"] == pytest.approx(np.mean(losses[:3]), abs=1e-6)
+
+
+# ------------------------------------------------------------------------------------------ reference set
+
+
+def test_reference_features_are_nan_without_a_reference() -> None:
+    features = trajectory_features(_trace([1.0, 0.9, 0.8]), ProbeSpec())
+    reference = [name for name in PROBE_FEATURES if "_ref_" in name]
+    assert len(reference) == 9
+    assert all(math.isnan(features[name]) for name in reference)
+
+
+def test_reference_features_compare_the_task_with_the_candidates_own_rows() -> None:
+    trace = _trace([1.0, 0.9, 0.8], heldout_after=1.0)  # own held-out loss 1.5 -> 1.0
+    trace.reference_before = ReferenceScore(loss=0.9, exact_match=0.5, token_accuracy=0.7)
+    trace.reference_after = ReferenceScore(loss=1.1, exact_match=0.25, token_accuracy=0.6)
+    features = trajectory_features(trace, ProbeSpec())
+    assert features["probe_ref_loss_delta"] == pytest.approx(0.2)
+    assert features["probe_ref_match_delta"] == pytest.approx(-0.25)
+    assert features["probe_ref_token_acc_delta"] == pytest.approx(-0.1)
+    # Own rows got easier (-0.5) while the task got harder (+0.2): the probe learns something the task ignores.
+    assert features["probe_ref_transfer"] == pytest.approx(0.7)
+    assert features["probe_own_ref_gap"] == pytest.approx(1.0 - 1.1)
+
+
+def test_default_reference_is_clean_benchmark_family_data_but_not_the_benchmark() -> None:
+    prompts, answers = reference_examples(None, 64)
+    assert len(prompts) == len(answers) == 64
+    families = {prompt.split()[0] for prompt in prompts}
+    assert families <= {"add", "count", "compare", "color", "home", "code"}
+    benchmark = {(item.prompt, item.answer) for item in benchmark_items()}
+    # Drawn from the families' generators, not copied from the benchmark: only the chance coincidences any
+    # training data of these small item spaces has (a quarter of the rows here, e.g. popular entities' facts).
+    assert sum((p, a) in benchmark for p, a in zip(prompts, answers, strict=True)) < 32
+
+
+def test_reference_from_a_user_file_is_a_seeded_bounded_sample(tmp_path) -> None:
+    path = write_dataset(DataSpec(size=50, seed=3), tmp_path / "target.jsonl")
+    first = reference_examples(str(path), 20)
+    assert len(first[0]) == 20
+    assert first == reference_examples(str(path), 20)
+    assert len(reference_examples(str(path), 500)[0]) == 50
+
+
+@pytest.fixture(scope="module")
+def off_target_data(tmp_path_factory: pytest.TempPathFactory) -> DatasetRef:
+    path = write_dataset(DataSpec(size=600, seed=5, off_target=1.0), tmp_path_factory.mktemp("probe") / "off.jsonl")
+    return DatasetRef(path=path)
+
+
+@pytest.mark.slow
+def test_reference_moves_toward_the_task_on_on_target_data_more_than_on_off_target_data(
+    worker: ProbeWorker, clean_data: DatasetRef, off_target_data: DatasetRef
+) -> None:
+    spec = ProbeSpec(min_steps=30, max_steps=30)
+    on = worker.probe(_candidate(clean_data), spec).features
+    off = worker.probe(_candidate(off_target_data), spec).features
+    assert on["probe_ref_loss_before"] == pytest.approx(off["probe_ref_loss_before"])  # the base model, both times
+    assert on["probe_ref_loss_delta"] < 0
+    assert on["probe_ref_loss_delta"] < off["probe_ref_loss_delta"]
+    assert on["probe_ref_transfer"] < off["probe_ref_transfer"]

@@ -13,15 +13,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
+from peft import PeftModel
 
 from tuneahead_ray.corpus._sampling import CorpusSpec, dominant_family, sample_corpus_specs
-from tuneahead_ray.descriptors import describe_table
+from tuneahead_ray.descriptors import ModelScorer, describe_sample, describe_table
 from tuneahead_ray.features import DESCRIPTOR_SAMPLE_SIZE, hp_features
 from tuneahead_ray.modeling import DEFAULT_MODEL, load_model, load_tokenizer, resolve_device
-from tuneahead_ray.probe import ProbeSpec, run_probe, trajectory_features
+from tuneahead_ray.probe import ProbeSpec, ProbeTrace, encode_reference, run_probe, trajectory_features
 from tuneahead_ray.store import ResultStore
 from tuneahead_ray.testbed import generate_records
 from tuneahead_ray.training import (
+    EncodedPairs,
     StepTrainer,
     attach_adapter,
     detach_adapter,
@@ -29,9 +31,9 @@ from tuneahead_ray.training import (
     score_model,
     testbed_benchmark,
 )
-from tuneahead_ray.workers import PoolConfig, WorkerFailure, WorkerPool
+from tuneahead_ray.workers import PoolConfig, WorkerFailure, WorkerPool, run_into_store
 
-__all__ = ["CorpusWorker", "build_corpus", "PROXY_MAX_STEPS"]
+__all__ = ["CorpusWorker", "build_corpus", "run_corpus_jobs", "PROXY_MAX_STEPS"]
 
 #: The ProxyLM-style baseline fine-tunes a smaller proxy model on the same data for at most this many steps.
 PROXY_MAX_STEPS = 100
@@ -62,6 +64,64 @@ class CorpusWorker:
         self.proxy_base_score = (
             score_model(self.proxy, self.proxy_tokenizer, self.benchmark)[0] if self.proxy is not None else None
         )
+        self._references: dict[tuple[str | None, int], EncodedPairs | None] = {}
+        self._scorer: ModelScorer | None = None
+
+    def _describe(self, spec: CorpusSpec, rows: bool = True) -> tuple[pa.Table, dict[str, float], float]:
+        """The run's regenerated data, its static descriptors (only the model-based ones unless ``rows``), and
+        what they cost (seconds)."""
+        table = _table(spec)
+        started = time.perf_counter()
+        if rows:
+            static = describe_table(
+                table, self.model_name, use_ray=False, sample_size=DESCRIPTOR_SAMPLE_SIZE, device=str(self.device)
+            )
+        else:
+            if self._scorer is None:
+                self._scorer = ModelScorer(self.model_name, str(self.device))
+            static = describe_sample(table, self._scorer, DESCRIPTOR_SAMPLE_SIZE)
+        return table, static, time.perf_counter() - started
+
+    def _probe(
+        self, table: pa.Table, spec: CorpusSpec, probe_spec: ProbeSpec
+    ) -> tuple[PeftModel, StepTrainer, ProbeTrace, EncodedPairs]:
+        """Attach a fresh adapter and run the probe as the first K steps of the run's own trainer.
+
+        Returns the adapted model (the caller detaches it), the trainer, the trace and the encoded pairs.
+        """
+        key = (probe_spec.reference_path, probe_spec.reference_size)
+        if key not in self._references:
+            self._references[key] = encode_reference(self.tokenizer, *key)
+        hp = spec.hp
+        pairs = encode_pairs(
+            self.tokenizer, table.column("prompt").to_pylist(), table.column("response").to_pylist(), hp.max_seq_len
+        )
+        total = hp.total_steps(len(pairs))
+        adapted = attach_adapter(self.model, hp)
+        try:
+            trainer = StepTrainer(adapted, pairs, hp, total, self.tokenizer.pad_token_id)
+            trace = run_probe(trainer, probe_spec.steps_for(total), probe_spec, self._references[key])
+        except BaseException:
+            self.model = detach_adapter(adapted)
+            raise
+        return adapted, trainer, trace, pairs
+
+    def features(self, spec: CorpusSpec, probe_spec: ProbeSpec, row_descriptors: bool = True) -> dict:
+        """Only the meta-features of a run (descriptors + probe), for refreshing a corpus without full runs.
+
+        ``row_descriptors=False`` skips the per-row descriptors (a pure function of the data, which is regenerated
+        identically) and returns only the model-based ones (and no ``descriptor_seconds``: a partial cost).
+        """
+        table, static, descriptor_seconds = self._describe(spec, row_descriptors)
+        adapted, _, trace, _ = self._probe(table, spec, probe_spec)
+        self.model = detach_adapter(adapted)
+        return {
+            "candidate_id": spec.run_id(),
+            **static,
+            **trajectory_features(trace, probe_spec),
+            "probe_seconds": trace.seconds,
+            **({"descriptor_seconds": descriptor_seconds} if row_descriptors else {}),
+        }
 
     def _proxy_score(self, table: pa.Table, spec: CorpusSpec) -> tuple[float, float]:
         """Score of the proxy model fine-tuned on the same data with the run's hyperparameters (capped)."""
@@ -85,22 +145,12 @@ class CorpusWorker:
         return score, time.perf_counter() - started
 
     def run(self, spec: CorpusSpec, probe_spec: ProbeSpec) -> dict:
-        table = _table(spec)
-        started = time.perf_counter()
-        static = describe_table(
-            table, self.model_name, use_ray=False, sample_size=DESCRIPTOR_SAMPLE_SIZE, device=str(self.device)
-        )
-        descriptor_seconds = time.perf_counter() - started
+        table, static, descriptor_seconds = self._describe(spec)
         hp = spec.hp
-        pairs = encode_pairs(
-            self.tokenizer, table.column("prompt").to_pylist(), table.column("response").to_pylist(), hp.max_seq_len
-        )
-        total = hp.total_steps(len(pairs))
-        adapted = attach_adapter(self.model, hp)
+        adapted, trainer, trace, pairs = self._probe(table, spec, probe_spec)
+        total = trainer.total_steps
         try:
-            trainer = StepTrainer(adapted, pairs, hp, total, self.tokenizer.pad_token_id)
             probe_steps = probe_spec.steps_for(total)
-            trace = run_probe(trainer, probe_steps, probe_spec)
             losses = list(trace.losses)
             healthy = len(losses) == probe_steps and math.isfinite(losses[-1]) and math.isfinite(trace.grad_norms[-1])
             started = time.perf_counter()
@@ -143,6 +193,23 @@ class CorpusWorker:
         }
 
 
+def run_corpus_jobs(
+    store: ResultStore,
+    method: str,
+    jobs: list[tuple[str, tuple]],
+    init_args: tuple,
+    pool_config: PoolConfig | None,
+    on_progress: Callable[[int, int], None] | None,
+    flush_every: int | None = None,
+) -> list[WorkerFailure]:
+    """Run ``CorpusWorker.<method>`` on every job on a pool of corpus workers, appending each result to ``store``
+    as it finishes; returns the jobs that failed."""
+    if not jobs:
+        return []
+    pool = WorkerPool(CorpusWorker, init_args, pool_config or PoolConfig(device="cpu"))
+    return run_into_store(pool, method, jobs, store, on_progress, flush_every)
+
+
 def build_corpus(
     runs: int,
     out_dir: str | Path,
@@ -158,22 +225,8 @@ def build_corpus(
     store = ResultStore(Path(out_dir) / "corpus.parquet")
     probe_spec = probe_spec or ProbeSpec()
     todo = [spec for spec in sample_corpus_specs(runs, seed) if spec.run_id() not in store]
-    failures: list[WorkerFailure] = []
-    if todo:
-        config = pool_config or PoolConfig(device="cpu")
-        pool = WorkerPool(CorpusWorker, (model, proxy_model, config.device), config)
-        try:
-            jobs = ((spec.run_id(), (spec, probe_spec)) for spec in todo)
-            for done, (_, result) in enumerate(pool.map_unordered("run", jobs), start=1):
-                if isinstance(result, WorkerFailure):
-                    failures.append(result)
-                else:
-                    store.append(result)
-                if on_progress is not None:
-                    on_progress(done, len(todo))
-                if done % 50 == 0:
-                    store.flush()
-        finally:
-            pool.shutdown()
+    jobs = [(spec.run_id(), (spec, probe_spec)) for spec in todo]
+    init = (model, proxy_model, (pool_config or PoolConfig(device="cpu")).device)
+    failures = run_corpus_jobs(store, "run", jobs, init, pool_config, on_progress, flush_every=50)
     store.flush()
     return store.table(), failures

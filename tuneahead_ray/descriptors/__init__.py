@@ -18,7 +18,7 @@ from ._duplicates import (
     row_lsh_bands,
 )
 from ._lengths import LENGTH_FEATURES, length_stats, row_token_lengths, token_length_stats
-from ._model import MODEL_FEATURES, ModelScorer, embedding_outlier_ratio, model_stats, sample_rows
+from ._model import MODEL_FEATURES, ModelScorer, describe_sample, embedding_outlier_ratio, model_stats, sample_rows
 from ._pipeline import DESCRIPTORS_VERSION, ROWS_PER_BLOCK, STATIC_FEATURES, compute_descriptors, describe_table
 from ._rows import ROW_FEATURES, RowFeaturizer, row_stats
 from ._text import (
@@ -51,6 +51,7 @@ __all__ = [
     "ModelScorer",
     "RowFeaturizer",
     "compute_descriptors",
+    "describe_sample",
     "describe_table",
     "embedding_outlier_ratio",
     "exact_duplicate_rate",

@@ -16,13 +16,30 @@ import torch
 import torch.nn.functional as F
 
 from ..modeling import DEFAULT_MODEL, load_model
-from ..training import EncodedPairs, collate, encode_pairs
+from ..training import EncodedPairs, answer_agreement, collate, encode_pairs
 from ._common import ArrowBatch, column_texts, exact_mean, untruncated_tokenizer
 
-__all__ = ["MODEL_FEATURES", "SAMPLE_INDEX", "ModelScorer", "embedding_outlier_ratio", "model_stats", "sample_rows"]
+__all__ = [
+    "MODEL_FEATURES",
+    "SAMPLE_INDEX",
+    "ModelScorer",
+    "describe_sample",
+    "embedding_outlier_ratio",
+    "model_stats",
+    "sample_rows",
+]
 
 #: Names of the model-based features, in order.
-MODEL_FEATURES: tuple[str, ...] = ("embedding_outlier_ratio", "io_similarity", "reference_log_perplexity")
+MODEL_FEATURES: tuple[str, ...] = (
+    "embedding_outlier_ratio",
+    "io_similarity",
+    "reference_log_perplexity",
+    "base_answer_match",
+    "base_token_agreement",
+    "high_loss_share",
+)
+#: A row is "high-loss" when the base model gives its answer tokens under 10% probability on average.
+HIGH_LOSS_NLL = float(np.log(10.0))
 #: Column that carries each sampled row's position in the sample, so results can be put back in order.
 SAMPLE_INDEX = "sample_index"
 _MAX_SEQ_LEN = 512
@@ -63,12 +80,16 @@ class ModelScorer:
 
     def __call__(self, batch: ArrowBatch) -> pa.Table:
         prompts, responses = column_texts(batch, "prompt"), column_texts(batch, "response")
-        log_ppl, embeddings = self._score_pairs(encode_pairs(self.tokenizer, prompts, responses, self.max_seq_len))
+        log_ppl, match, agreement, embeddings = self._score_pairs(
+            encode_pairs(self.tokenizer, prompts, responses, self.max_seq_len)
+        )
         similarity = F.cosine_similarity(self._embed(prompts), self._embed(responses), dim=-1)
         return pa.table(
             {
                 SAMPLE_INDEX: batch.column(SAMPLE_INDEX),
                 "log_perplexity": log_ppl.numpy().astype(np.float64),
+                "answer_match": match.numpy().astype(np.float64),
+                "token_agreement": agreement.numpy().astype(np.float64),
                 "io_similarity": similarity.numpy().astype(np.float64),
                 "embedding": pa.FixedSizeListArray.from_arrays(embeddings.numpy().ravel(), embeddings.shape[1]),
             }
@@ -86,15 +107,21 @@ class ModelScorer:
         return out.logits, _mean_pool(out.hidden_states[-1], mask.to(self.device)).float().cpu()
 
     @torch.inference_mode()
-    def _score_pairs(self, pairs: EncodedPairs) -> tuple[torch.Tensor, torch.Tensor]:
-        """Response log-perplexity under the chat template, and the mean-pooled last hidden state of each pair."""
+    def _score_pairs(self, pairs: EncodedPairs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per pair under the chat template: response log-perplexity, greedy exact match of the response, share
+        of response tokens the base model predicts, and the mean-pooled last hidden state."""
         log_ppl = torch.zeros(len(pairs), dtype=torch.float64)
+        match = torch.zeros(len(pairs), dtype=torch.float64)
+        agreement = torch.zeros(len(pairs), dtype=torch.float64)
         pooled = torch.zeros(len(pairs), self.model.config.hidden_size)
         for group in self._length_groups(pairs.input_ids):
             inputs = collate(pairs, group, self.tokenizer.pad_token_id)
             logits, pooled[group] = self._hidden(inputs["input_ids"], inputs["attention_mask"])
-            log_ppl[group] = _response_log_perplexity(logits, inputs["labels"].to(self.device)).double().cpu()
-        return log_ppl, pooled
+            labels = inputs["labels"].to(self.device)
+            log_ppl[group] = _response_log_perplexity(logits, labels).double().cpu()
+            exact, share = answer_agreement(logits, labels)
+            match[group], agreement[group] = exact.double().cpu(), share.cpu()
+        return log_ppl, match, agreement, pooled
 
     @torch.inference_mode()
     def _embed(self, texts: Sequence[str]) -> torch.Tensor:
@@ -142,6 +169,11 @@ def model_stats(scores: pa.Table, seed: int) -> dict[str, float]:
     - ``reference_log_perplexity``: mean over rows of the base model's per-token negative log-likelihood of the
       response given the chat-formatted prompt (loss on response tokens only): how far the data is from what
       the model already predicts.
+    - ``base_answer_match``: share of sampled rows whose answer the base model reproduces exactly by greedy
+      decoding. Wrong labels (and off-target or reformatted answers) lower it in proportion to their share.
+    - ``base_token_agreement``: mean share of answer tokens the base model predicts (arg-max), a finer version.
+    - ``high_loss_share``: share of sampled rows whose answer-token negative log-likelihood exceeds ln 10 (the
+      base model gives the answer under 10% per-token probability): the tail that mislabeled rows fill.
     """
     ordered = scores.sort_by(SAMPLE_INDEX)
     embeddings = ordered.column("embedding").combine_chunks()
@@ -150,4 +182,13 @@ def model_stats(scores: pa.Table, seed: int) -> dict[str, float]:
         "embedding_outlier_ratio": embedding_outlier_ratio(matrix, seed),
         "io_similarity": exact_mean(ordered.column("io_similarity").to_numpy()),
         "reference_log_perplexity": exact_mean(ordered.column("log_perplexity").to_numpy()),
+        "base_answer_match": exact_mean(ordered.column("answer_match").to_numpy()),
+        "base_token_agreement": exact_mean(ordered.column("token_agreement").to_numpy()),
+        "high_loss_share": exact_mean((ordered.column("log_perplexity").to_numpy() > HIGH_LOSS_NLL).astype(float)),
     }
+
+
+def describe_sample(table: pa.Table, scorer: ModelScorer, sample_size: int, seed: int = 0) -> dict[str, float]:
+    """Only the model-based descriptors of a prompt/response table, in-process with a loaded ``scorer``: the
+    same seeded sample and values as :func:`describe_table`, without its per-row pass."""
+    return model_stats(scorer(sample_rows(table, sample_size, seed)), seed)

@@ -23,7 +23,7 @@ from ._rows import ROW_FEATURES, RowFeaturizer, row_stats
 __all__ = ["DESCRIPTORS_VERSION", "ROWS_PER_BLOCK", "STATIC_FEATURES", "compute_descriptors", "describe_table"]
 
 #: Bump when any descriptor's definition changes; part of the cache key.
-DESCRIPTORS_VERSION = 1
+DESCRIPTORS_VERSION = 2
 #: Rows per Ray Data block and per in-process batch of the per-row pass.
 ROWS_PER_BLOCK = 4096
 #: Every static descriptor, in the stable order of the meta-feature vector.

@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 from tuneahead_ray.probe._probe import ProbeTrace
+from tuneahead_ray.probe._reference import ReferenceScore
 from tuneahead_ray.probe._spec import ProbeSpec
 
 __all__ = ["PROBE_FEATURES", "trajectory_features"]
@@ -30,6 +31,15 @@ PROBE_FEATURES: tuple[str, ...] = (
     "probe_heldout_delta",
     "probe_lr_mean",
     "probe_diverged",
+    "probe_ref_loss_before",
+    "probe_ref_loss_after",
+    "probe_ref_loss_delta",
+    "probe_ref_match_before",
+    "probe_ref_match_after",
+    "probe_ref_match_delta",
+    "probe_ref_token_acc_delta",
+    "probe_ref_transfer",
+    "probe_own_ref_gap",
 )
 
 _EDGE = 3  # steps averaged for the initial and the final loss
@@ -57,6 +67,36 @@ def _diverged(losses: np.ndarray, grad_norms: list[float], heldout_after: float,
     return float(np.mean(losses[-_EDGE:])) > spec.blowup_factor * max(float(losses[0]), 1e-6)
 
 
+def _reference_features(trace: ProbeTrace) -> dict[str, float]:
+    """The reference set before and after the probe, and how its change compares with the candidate's own rows.
+
+    - ``probe_ref_loss_*`` / ``probe_ref_match_*``: answer-token loss / greedy exact-match share on the reference
+      set before, after, and after minus before (does the probe move the model toward the target task?).
+    - ``probe_ref_token_acc_delta``: change of the share of answer tokens the model predicts (finer than exact
+      match on a small set).
+    - ``probe_ref_transfer``: reference loss change minus own held-out loss change: near 0 when learning the data
+      is learning the task, positive when the probe learns something the task does not reward (noise, drift).
+    - ``probe_own_ref_gap``: own held-out loss minus reference loss after the probe: high when the candidate's
+      answers stay hard to predict although the task is learned (mislabeled or corrupted rows).
+    """
+    before, after = trace.reference_before, trace.reference_after
+    if before is None or after is None:
+        return {name: float("nan") for name in PROBE_FEATURES if "_ref_" in name}
+    nan_after = ReferenceScore(float("nan"), float("nan"), float("nan"))
+    after = after if math.isfinite(after.loss) else nan_after
+    return {
+        "probe_ref_loss_before": before.loss,
+        "probe_ref_loss_after": after.loss,
+        "probe_ref_loss_delta": after.loss - before.loss,
+        "probe_ref_match_before": before.exact_match,
+        "probe_ref_match_after": after.exact_match,
+        "probe_ref_match_delta": after.exact_match - before.exact_match,
+        "probe_ref_token_acc_delta": after.token_accuracy - before.token_accuracy,
+        "probe_ref_transfer": (after.loss - before.loss) - (trace.heldout_after - trace.heldout_before),
+        "probe_own_ref_gap": trace.heldout_after - after.loss,
+    }
+
+
 def trajectory_features(trace: ProbeTrace, spec: ProbeSpec) -> dict[str, float]:
     """All of ``PROBE_FEATURES`` for one probe; NaN where the probe died before a quantity existed."""
     losses = np.asarray(trace.losses, dtype=float)
@@ -81,4 +121,5 @@ def trajectory_features(trace: ProbeTrace, spec: ProbeSpec) -> dict[str, float]:
         "probe_heldout_delta": trace.heldout_after - trace.heldout_before,
         "probe_lr_mean": _mean(trace.lrs),
         "probe_diverged": float(_diverged(losses, trace.grad_norms, trace.heldout_after, spec)),
+        **_reference_features(trace),
     }

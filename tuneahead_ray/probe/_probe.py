@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from tuneahead_ray.probe._reference import ReferenceScore, score_reference
 from tuneahead_ray.probe._spec import ProbeSpec
-from tuneahead_ray.training import StepTrainer, collate
+from tuneahead_ray.training import EncodedPairs, StepTrainer, collate
 
 __all__ = ["ProbeTrace", "run_probe"]
 
@@ -32,6 +33,8 @@ class ProbeTrace:
     flatness: list[float] = field(default_factory=list)
     heldout_before: float = float("nan")
     heldout_after: float = float("nan")
+    reference_before: ReferenceScore | None = None
+    reference_after: ReferenceScore | None = None
     seconds: float = 0.0
 
 
@@ -79,13 +82,18 @@ def _perturbed_loss_change(
     return after - before
 
 
-def run_probe(trainer: StepTrainer, steps: int, spec: ProbeSpec) -> ProbeTrace:
-    """Run ``steps`` steps of ``trainer`` (a fresh candidate run) and record the probe's measurements."""
+def run_probe(trainer: StepTrainer, steps: int, spec: ProbeSpec, reference: EncodedPairs | None = None) -> ProbeTrace:
+    """Run ``steps`` steps of ``trainer`` (a fresh candidate run) and record the probe's measurements.
+
+    ``reference`` (see :func:`encode_reference`) is scored before and after the steps when given.
+    """
     started = time.perf_counter()
     trace = ProbeTrace(total_steps=trainer.total_steps)
     heldout = collate(trainer.pairs, trainer.unvisited_this_epoch(spec.heldout_size), trainer.pad_id)
     heldout = {key: value.to(trainer.device) for key, value in heldout.items()}
     trace.heldout_before = _eval_loss(trainer, heldout)
+    if reference is not None:
+        trace.reference_before = score_reference(trainer.model, reference, trainer.pad_id)
     start_params = [p.detach().clone() for p in trainer.params]
     generator = torch.Generator().manual_seed(trainer.hp.seed)
     previous: dict[str, torch.Tensor] = {}
@@ -113,5 +121,7 @@ def run_probe(trainer: StepTrainer, steps: int, spec: ProbeSpec) -> ProbeTrace:
         if not record.finite:
             break
     trace.heldout_after = _eval_loss(trainer, heldout)
+    if reference is not None:
+        trace.reference_after = score_reference(trainer.model, reference, trainer.pad_id)
     trace.seconds = time.perf_counter() - started
     return trace

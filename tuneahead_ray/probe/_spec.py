@@ -20,6 +20,14 @@ class ProbeSpec(BaseModel):
         0.05, gt=0, le=1, description="Perturbation std relative to each adapter tensor's RMS (landscape flatness)."
     )
     heldout_size: int = Field(32, ge=1, description="Rows the probe reaches last, scored before and after it.")
+    reference_size: int = Field(
+        64, ge=0, description="Rows of the clean reference set scored before and after the probe (0: skip it)."
+    )
+    reference_path: str | None = Field(
+        None,
+        description="Dataset file of the target task to draw the reference set from; default: the testbed's "
+        "clean sample of the benchmark families' training distribution (never the benchmark items).",
+    )
     blowup_factor: float = Field(3.0, gt=1, description="Loss above this multiple of the initial loss = diverged.")
 
     @model_validator(mode="after")

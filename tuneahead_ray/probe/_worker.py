@@ -17,6 +17,7 @@ from tuneahead_ray.data import load_dataset
 from tuneahead_ray.modeling import load_model, load_tokenizer, resolve_device
 from tuneahead_ray.probe._features import trajectory_features
 from tuneahead_ray.probe._probe import run_probe
+from tuneahead_ray.probe._reference import encode_reference
 from tuneahead_ray.probe._spec import ProbeSpec
 from tuneahead_ray.schemas import Candidate
 from tuneahead_ray.training import EncodedPairs, StepTrainer, attach_adapter, detach_adapter, encode_pairs
@@ -63,6 +64,7 @@ class ProbeWorker:
         self.model = load_model(model, self.device)
         self._pairs: OrderedDict[tuple[str, int], EncodedPairs] = OrderedDict()
         self._fingerprints: dict[tuple[str, int, int], str] = {}
+        self._references: dict[tuple[str | None, int], EncodedPairs | None] = {}
         self.name = f"{socket.gethostname()}:{os.getpid()}:{self.device}"
 
     def _fingerprint(self, candidate: Candidate) -> str:
@@ -89,6 +91,13 @@ class ProbeWorker:
         self._pairs.move_to_end(key)
         return self._pairs[key]
 
+    def _reference(self, spec: ProbeSpec) -> EncodedPairs | None:
+        """The spec's reference set, encoded once per worker."""
+        key = (spec.reference_path, spec.reference_size)
+        if key not in self._references:
+            self._references[key] = encode_reference(self.tokenizer, *key)
+        return self._references[key]
+
     def probe(self, candidate: Candidate, spec: ProbeSpec, state_dir: str | None = None) -> ProbeResult:
         """Probe one candidate; a diverging run is a result with ``diverged=True``, not an exception."""
         started = time.perf_counter()
@@ -97,7 +106,7 @@ class ProbeWorker:
         adapted = attach_adapter(self.model, candidate.hp)
         try:
             trainer = StepTrainer(adapted, pairs, candidate.hp, total, self.tokenizer.pad_token_id)
-            trace = run_probe(trainer, spec.steps_for(total), spec)
+            trace = run_probe(trainer, spec.steps_for(total), spec, self._reference(spec))
             saved = _save_state(trainer, trace.losses, state_dir) if state_dir else None
         finally:
             self.model = detach_adapter(adapted)

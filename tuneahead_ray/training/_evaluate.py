@@ -16,7 +16,19 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from tuneahead_ray.training._encode import collate, encode_pairs
 
-__all__ = ["exact_match", "exact_match_by_group"]
+__all__ = ["answer_agreement", "exact_match", "exact_match_by_group"]
+
+
+def answer_agreement(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row of a teacher-forced batch: does the arg-max reproduce every answer token (greedy exact match),
+    and what share of the answer tokens does it reproduce? ``labels`` is -100 outside the answer."""
+    # Position t predicts token t+1.
+    targets, guesses = labels[:, 1:], logits.argmax(dim=-1)[:, :-1].to(labels.device)
+    scored = targets != -100
+    agree = guesses == targets
+    exact = (agree | ~scored).all(dim=1)
+    token_share = (agree & scored).sum(dim=1).double() / scored.sum(dim=1).clamp(min=1).double()
+    return exact, token_share
 
 
 @torch.no_grad()
@@ -40,12 +52,7 @@ def exact_match(
         logits = model(
             input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
         ).logits
-        predicted = logits.argmax(dim=-1).cpu()
-        labels = batch["labels"]
-        # Position t predicts token t+1.
-        targets, guesses = labels[:, 1:], predicted[:, :-1]
-        scored = targets != -100
-        hits = ((guesses == targets) | ~scored).all(dim=1)
+        hits, _ = answer_agreement(logits.cpu(), batch["labels"])
         correct[start : start + len(indices)] = hits.numpy()
     model.train(was_training)
     return correct

@@ -1,12 +1,14 @@
 """A small client of the prediction service (:mod:`tuneahead_ray.serve`) over HTTP, built on httpx.
 
 Responses are the service's JSON bodies as dicts; any 4xx/5xx raises :class:`ClientError` with the service's
-error code and message. Connection failures and timeouts raise httpx's own exceptions.
+error code and message (after retries, for server-side failures). Connection failures and timeouts raise httpx's
+own exceptions.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -44,8 +46,17 @@ def _raise_for_error(response: httpx.Response) -> None:
     raise ClientError(response.status_code, error, detail)
 
 
+#: Answers that mean "the server side failed, not the request": a replica that died with the request in flight
+#: (Serve answers 500), or a proxy with no replica ready yet. Every route is a pure function, so retrying is safe.
+RETRY_STATUSES = frozenset({500, 502, 503, 504})
+
+
 class TuneAheadClient:
-    """``TuneAheadClient("http://127.0.0.1:8000", token=...)``; usable as a context manager."""
+    """``TuneAheadClient("http://127.0.0.1:8000", token=...)``; usable as a context manager.
+
+    A request that meets a server-side failure (:data:`RETRY_STATUSES`, a dropped connection) is retried up to
+    ``retries`` times with exponential backoff from ``backoff_s``; 4xx answers are never retried.
+    """
 
     def __init__(
         self,
@@ -53,14 +64,27 @@ class TuneAheadClient:
         token: str | None = None,
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
+        retries: int = 2,
+        backoff_s: float = 0.2,
     ) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(base_url=base_url, headers=headers, timeout=timeout, transport=transport)
+        self.retries, self.backoff_s = retries, backoff_s
 
     def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        response = self._http.request(method, path, json=body)
-        _raise_for_error(response)
-        return response.json()
+        for attempt in range(self.retries + 1):
+            last = attempt == self.retries
+            try:
+                response = self._http.request(method, path, json=body)
+            except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError):
+                if last:
+                    raise
+            else:
+                if response.status_code not in RETRY_STATUSES or last:
+                    _raise_for_error(response)
+                    return response.json()
+            time.sleep(self.backoff_s * 2**attempt)
+        raise AssertionError("unreachable")
 
     def predict(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         """Predictions for meta-feature rows: ``{"model", "predictions": [{"prediction", "lower", "upper"}],

@@ -68,3 +68,29 @@ def test_errors_raise_a_typed_client_error(reply, status, error, detail) -> None
         client.predict([{"a": 1.0}])
     assert (caught.value.status, caught.value.error, caught.value.detail) == (status, error, detail)
     assert str(caught.value) == f"HTTP {status} {error}: {detail}"
+
+
+def _flaky(statuses: list[int]) -> tuple[TuneAheadClient, list[int]]:
+    """A client whose server answers ``statuses`` in turn (then 200), counting the requests."""
+    calls: list[int] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        status = statuses[len(calls) - 1] if len(calls) <= len(statuses) else 200
+        body = {"status": "ok"} if status == 200 else {"error": "internal", "detail": "replica died"}
+        return httpx.Response(status, json=body)
+
+    return TuneAheadClient("http://svc", transport=httpx.MockTransport(handle), retries=2, backoff_s=0), calls
+
+
+def test_server_side_failures_are_retried_and_client_errors_are_not() -> None:
+    client, calls = _flaky([500, 503])
+    assert client.health() == {"status": "ok"} and len(calls) == 3
+    client, calls = _flaky([500, 500, 500])
+    with pytest.raises(ClientError) as failed:
+        client.health()
+    assert failed.value.status == 500 and len(calls) == 3  # the bound: 1 + 2 retries
+    client, calls = _flaky([422])
+    with pytest.raises(ClientError):
+        client.health()
+    assert len(calls) == 1

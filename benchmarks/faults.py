@@ -100,15 +100,18 @@ def _driver(grid: Path, out: Path, address: str) -> subprocess.Popen:
 
 
 def _kill_actor(address: str, rng: random.Random) -> str:
+    """SIGKILL a live probe actor; the state API may still list one whose process just went (a removed node)."""
     from ray.util.state import list_actors
 
     filters = [("class_name", "=", "ProbeWorker"), ("state", "=", "ALIVE")]
-    actors = list_actors(address=address, filters=filters, detail=True, raise_on_missing_output=False)
-    if not actors:
-        return "no live probe actor"
-    victim = rng.choice(sorted(actors, key=lambda a: a.actor_id))
-    os.kill(victim.pid, signal.SIGKILL)
-    return f"killed probe actor pid {victim.pid}"
+    for _ in range(40):
+        actors = list_actors(address=address, filters=filters, detail=True, raise_on_missing_output=False)
+        for victim in rng.sample(sorted(actors, key=lambda a: a.actor_id), len(actors)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(victim.pid, signal.SIGKILL)
+                return f"killed probe actor pid {victim.pid}"
+        time.sleep(0.25)
+    return "no live probe actor"
 
 
 def _kill_node(cluster, rng: random.Random) -> str:

@@ -28,8 +28,8 @@ hp:
   max_seq_len: 48
   batch_size: 16
 probe: {fraction: 0.2, min_steps: 5, max_steps: 10}
-threshold: 50
-policy: expected_gain
+threshold: 45
+policy: success_probability
 budget: {full_runs: 2}
 """
 #: Columns that record where and how fast a probe ran: they differ between runs by design.
@@ -208,7 +208,7 @@ def test_launch_resumes_go_runs_from_their_probes_and_feeds_the_predictor(
     from tuneahead_ray.training import full_run
 
     kept = grid.parent / "kept.yaml"
-    kept.write_text(GRID.replace("policy: expected_gain", "policy: top_k\ntop_k: 1\nkeep_probe_state: true"))
+    kept.write_text(GRID.replace("policy: success_probability", "policy: top_k\ntop_k: 1\nkeep_probe_state: true"))
     out = grid.parent / "launched"
     assert main(["screen", str(kept), "--out", str(out)]) == 0
     assert main(["launch", str(out)]) == 0

@@ -184,12 +184,6 @@ def test_the_default_predictor_predicts_diverging_hyperparameters_as_failures(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: the corpus's diverged probes all come from high learning rates (and a 3x loss blow-up "
-    "there is often survivable), so the default predictor keys on the lr and scores a NaN/inf probe at a sane lr "
-    "like a healthy one (47.7 vs base 46.9); the screening does not force diverged probes to NO-GO either",
-)
 def test_the_default_predictor_predicts_a_nan_probe_at_a_sane_lr_as_a_failure(
     worker, dataset, healthy, default_predictors
 ) -> None:

@@ -7,6 +7,8 @@ replacement actor, up to ``max_retries`` times, and then reported as a failure r
 
 from __future__ import annotations
 
+import statistics
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -18,6 +20,7 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError,
 __all__ = ["PoolConfig", "WorkerFailure", "WorkerPool", "run_into_store"]
 
 _WORKER_LOST = (RayActorError, ActorDiedError, ActorUnavailableError, WorkerCrashedError)
+ADAPTIVE_TIMEOUT_FLOOR_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,10 @@ class PoolConfig:
     max_in_flight: int = 2  # jobs queued on one actor at a time (backpressure)
     max_retries: int = 2  # resubmissions of a job whose actor died under it
     device: str = "auto"
+    # A job unanswered this long counts as lost: its actor is killed and replaced and the job resubmitted (a
+    # result can vanish without an error when a node dies). None: 20x the median job time once 3 jobs finished,
+    # never under ADAPTIVE_TIMEOUT_FLOOR_S.
+    job_timeout_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -85,36 +92,61 @@ class WorkerPool:
         self.actors = [self._actor_class.remote(*init_args) for _ in range(count)]
         self.replaced = 0
 
+    def _timeout(self, durations: list[float]) -> float | None:
+        if self.config.job_timeout_s is not None:
+            return self.config.job_timeout_s
+        if len(durations) < 3:
+            return None
+        return max(ADAPTIVE_TIMEOUT_FLOOR_S, 20 * statistics.median(durations))
+
+    def _replace(self, slot: int, actor: Any) -> None:
+        if self.actors[slot] is actor:  # first news of this loss: replace the actor once
+            self.actors[slot] = self._actor_class.remote(*self._init_args)
+            self.replaced += 1
+
+    def _lost(self, job: _Job, reason: str) -> Iterator[tuple[str, WorkerFailure]]:
+        """Requeue a job whose worker was lost, or report it once the retry bound is spent."""
+        if job.attempts <= self.config.max_retries:
+            self._queue.appendleft(job)
+        else:
+            yield job.key, WorkerFailure(job.key, f"worker lost {job.attempts} times: {reason}", job.attempts)
+
     def map_unordered(self, method: str, jobs: Iterable[tuple[str, tuple]]) -> Iterator[tuple[str, Any]]:
         """Yield ``(key, result)`` as jobs finish; ``result`` is a ``WorkerFailure`` for a job that failed."""
-        queue = deque(_Job(key, args) for key, args in jobs)
-        in_flight: dict[ray.ObjectRef, tuple[int, Any, _Job]] = {}
+        self._queue = queue = deque(_Job(key, args) for key, args in jobs)
+        in_flight: dict[ray.ObjectRef, tuple[int, Any, _Job, float]] = {}
         load = [0] * len(self.actors)
+        durations: list[float] = []
         while queue or in_flight:
             for slot, actor in enumerate(self.actors):
                 while queue and load[slot] < self.config.max_in_flight:
                     job = queue.popleft()
                     job.attempts += 1
-                    in_flight[getattr(actor, method).remote(*job.args)] = (slot, actor, job)
+                    in_flight[getattr(actor, method).remote(*job.args)] = (slot, actor, job, time.monotonic())
                     load[slot] += 1
-            done, _ = ray.wait(list(in_flight), num_returns=1)
-            slot, actor, job = in_flight.pop(done[0])
+            done, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0)
+            if not done:
+                timeout, now = self._timeout(durations), time.monotonic()
+                for ref in [r for r, v in in_flight.items() if timeout is not None and now - v[3] > timeout]:
+                    slot, actor, job, _ = in_flight.pop(ref)
+                    load[slot] -= 1
+                    ray.kill(actor)  # its other jobs fail with RayActorError and are retried below
+                    self._replace(slot, actor)
+                    yield from self._lost(job, f"no answer in {timeout:.0f} s")
+                continue
+            slot, actor, job, submitted = in_flight.pop(done[0])
             load[slot] -= 1
             try:
-                yield job.key, ray.get(done[0])
+                result = ray.get(done[0])
             except _WORKER_LOST as err:
-                if self.actors[slot] is actor:  # first news of this loss: replace the actor once
-                    self.actors[slot] = self._actor_class.remote(*self._init_args)
-                    self.replaced += 1
-                if job.attempts <= self.config.max_retries:
-                    queue.appendleft(job)
-                else:
-                    yield (
-                        job.key,
-                        WorkerFailure(job.key, f"worker lost {job.attempts} times: {type(err).__name__}", job.attempts),
-                    )
+                self._replace(slot, actor)
+                yield from self._lost(job, type(err).__name__)
+                continue
             except RayTaskError as err:  # the job itself raised (bad data, out of memory): report, don't retry
                 yield job.key, WorkerFailure(job.key, str(err.cause if err.cause is not None else err), job.attempts)
+                continue
+            durations.append(time.monotonic() - submitted)
+            yield job.key, result
 
     def shutdown(self) -> None:
         for actor in self.actors:

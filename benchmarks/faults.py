@@ -27,6 +27,7 @@ import math
 import os
 import platform
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -243,7 +244,9 @@ def main() -> None:
     print(f"| {expected} | {len(facts['injected'])} ({', '.join(f['kind'] for f in facts['injected'])}) "
           f"| {facts['driver_restarts']} | {facts['report_equal']} | {facts['parquet_equal']} "
           f"| {facts['checkpointed'] == facts['checkpointed_unique'] == expected} |")  # fmt: skip
-    print("survived" if facts["survived"] else "NOT survived")
+    print("survived" if facts["survived"] else f"NOT survived (runs kept in {root})")
+    if facts["survived"]:
+        shutil.rmtree(root, ignore_errors=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(facts, indent=1) + "\n", encoding="utf-8")
     print(f"wrote {args.out}")

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
-__all__ = ["StageBars", "add_ray_args", "init_ray", "pool_config", "quiet_ray_data", "run_bar"]
+__all__ = ["StageBars", "compute_grid_features", "add_ray_args", "init_ray", "pool_config", "quiet_ray_data", "run_bar"]
 
 
 class StageBars:
@@ -24,6 +25,26 @@ class StageBars:
         bar.update(done - bar.n)
         if done >= total:
             bar.close()
+
+
+def compute_grid_features(args: argparse.Namespace, grid, candidates: list, out: Path):
+    """Feature rows of a grid's candidates on Ray, resumable at ``out`` (descriptor cache beside it); failures
+    are printed to stderr and returned."""
+    from tuneahead_ray.features import compute_features
+
+    init_ray(args)
+    table, failures = compute_features(
+        candidates,
+        out,
+        model=grid.model,
+        spec=grid.probe,
+        pool_config=pool_config(args, grid.device),
+        cache_dir=Path(out).parent / "cache",
+        on_progress=StageBars(),
+    )
+    for failure in failures:
+        print(f"failed: {failure.key}: {failure.error}", file=sys.stderr)
+    return table, failures
 
 
 def run_bar(desc: str):

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from tuneahead_ray._cli_common import StageBars, add_ray_args, init_ray, pool_config, run_bar
+from tuneahead_ray._cli_common import add_ray_args, compute_grid_features, init_ray, pool_config, run_bar
 from tuneahead_ray.modeling import DEFAULT_MODEL, default_model_dir, default_proxy_dir
 from tuneahead_ray.schemas import Candidate, DatasetRef, HyperParams
 from tuneahead_ray.yaml_config import load_yaml_model
@@ -101,27 +101,13 @@ def _cmd_build_base(args: argparse.Namespace) -> int:
 
 
 def _cmd_features(args: argparse.Namespace) -> int:
-    from tuneahead_ray.features import compute_features
     from tuneahead_ray.grid import load_grid
-    from tuneahead_ray.workers import PoolConfig
 
     grid, candidates = load_grid(args.grid)
     out = args.out or Path(grid.output_dir) / "features.parquet"
     print(f"{len(candidates)} candidates from {args.grid}", file=sys.stderr)
-    init_ray(args)
-    config = PoolConfig(num_workers=args.workers, gpus_per_worker=args.gpus_per_worker, device=grid.device)
-    table, failures = compute_features(
-        candidates,
-        out,
-        model=grid.model,
-        spec=grid.probe,
-        pool_config=config,
-        cache_dir=Path(out).parent / "cache",
-        on_progress=StageBars(),
-    )
+    table, failures = compute_grid_features(args, grid, candidates, out)
     print(f"wrote {table.num_rows} rows to {out}")
-    for failure in failures:
-        print(f"failed: {failure.key}: {failure.error}", file=sys.stderr)
     return 1 if failures else 0
 
 

@@ -30,6 +30,7 @@ from tuneahead_ray.training import (
     encode_pairs,
     score_model,
     testbed_benchmark,
+    train_to_end,
 )
 from tuneahead_ray.workers import PoolConfig, WorkerFailure, WorkerPool, run_into_store
 
@@ -154,10 +155,7 @@ class CorpusWorker:
             losses = list(trace.losses)
             healthy = len(losses) == probe_steps and math.isfinite(losses[-1]) and math.isfinite(trace.grad_norms[-1])
             started = time.perf_counter()
-            while healthy and trainer.steps_done < total:
-                record = trainer.step()
-                losses.append(record.loss)
-                healthy = record.finite
+            healthy = healthy and train_to_end(trainer, losses)
             train_seconds = trace.seconds + time.perf_counter() - started
             started = time.perf_counter()
             score, per_family = score_model(adapted, self.tokenizer, self.benchmark)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -122,24 +121,12 @@ def _cmd_cv(args: argparse.Namespace) -> int:
 
 def _grid_features(args: argparse.Namespace) -> pd.DataFrame:
     """Feature rows of every candidate of ``--grid``, computed on Ray (resumable, in the grid's output_dir)."""
-    from tuneahead_ray._cli_common import StageBars, init_ray, pool_config
-    from tuneahead_ray.features import compute_features
+    from tuneahead_ray._cli_common import compute_grid_features
     from tuneahead_ray.grid import load_grid
 
     grid, candidates = load_grid(args.grid)
     out = args.grid.resolve().parent / grid.output_dir / "features.parquet"
-    init_ray(args)
-    table, failures = compute_features(
-        candidates,
-        out,
-        model=grid.model,
-        spec=grid.probe,
-        pool_config=pool_config(args, grid.device),
-        cache_dir=out.parent / "cache",
-        on_progress=StageBars(),
-    )
-    for failure in failures:
-        print(f"failed: {failure.key}: {failure.error}", file=sys.stderr)
+    table, _ = compute_grid_features(args, grid, candidates, out)
     frame = table.to_pandas()
     frame.attrs["source"] = str(out)
     return frame

@@ -44,7 +44,14 @@ class LaunchWorker:
 
     def train(self, candidate: Candidate, state_dir: str | None, features: dict) -> dict:
         from tuneahead_ray.data import load_dataset
-        from tuneahead_ray.training import StepTrainer, attach_adapter, detach_adapter, encode_pairs, score_model
+        from tuneahead_ray.training import (
+            StepTrainer,
+            attach_adapter,
+            detach_adapter,
+            encode_pairs,
+            score_model,
+            train_to_end,
+        )
 
         table = load_dataset(candidate.dataset)
         hp = candidate.hp
@@ -60,11 +67,7 @@ class LaunchWorker:
                 trainer.restore_state(state_dir)
                 losses = json.loads(Path(state_dir, PROBE_LOSSES_FILE).read_text(encoding="utf-8"))
             started = time.perf_counter()
-            healthy = True
-            while healthy and trainer.steps_done < total:
-                record = trainer.step()
-                losses.append(record.loss)
-                healthy = record.finite
+            healthy = train_to_end(trainer, losses)
             train_seconds = time.perf_counter() - started
             started = time.perf_counter()
             score, per_family = score_model(adapted, self.tokenizer, self.benchmark)

@@ -2,7 +2,7 @@
 
 from tuneahead_ray.training._encode import EncodedPairs, collate, encode_pairs
 from tuneahead_ray.training._evaluate import answer_agreement, exact_match, exact_match_by_group
-from tuneahead_ray.training._run import Benchmark, full_run, score_model, testbed_benchmark
+from tuneahead_ray.training._run import Benchmark, full_run, score_model, testbed_benchmark, train_to_end
 from tuneahead_ray.training._trainer import (
     StepRecord,
     StepTrainer,
@@ -17,6 +17,7 @@ __all__ = [
     "full_run",
     "score_model",
     "testbed_benchmark",
+    "train_to_end",
     "EncodedPairs",
     "StepRecord",
     "StepTrainer",

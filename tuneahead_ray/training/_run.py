@@ -56,6 +56,17 @@ def _train(trainer: StepTrainer, on_step: Callable[[StepRecord], None] | None) -
     return records, False
 
 
+def train_to_end(trainer: StepTrainer, losses: list[float]) -> bool:
+    """Step ``trainer`` to the end of its schedule, appending each loss to ``losses``; stop at the first
+    non-finite step. Returns whether the run stayed finite (a resumed or probed run continues where it is)."""
+    while trainer.steps_done < trainer.total_steps:
+        record = trainer.step()
+        losses.append(record.loss)
+        if not record.finite:
+            return False
+    return True
+
+
 def full_run(
     candidate: Candidate,
     device: str = "auto",

@@ -185,3 +185,10 @@ def test_dataset_flags_relative_to_the_grid_skip_what_every_dataset_shares() -> 
     assert dataset_flags(pd.Series({"near_duplicate_rate": 0.5}), medians) == []
     flags = dataset_flags(pd.Series({"near_duplicate_rate": 0.8}), medians)
     assert len(flags) == 1 and "grid median 0.40" in flags[0]
+
+
+def test_launch_refuses_a_directory_that_is_not_a_finished_screening(tmp_path, capsys) -> None:
+    from tuneahead_ray.cli import main
+
+    assert main(["launch", str(tmp_path)]) == 2
+    assert f"{tmp_path}: not a finished screening (no grid.json or candidates.parquet)" in capsys.readouterr().err

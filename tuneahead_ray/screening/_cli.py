@@ -65,8 +65,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_launch(args: argparse.Namespace) -> int:
-    from tuneahead_ray.screening._launch import launch
+    from tuneahead_ray.screening._launch import check_finished_screening, launch
 
+    check_finished_screening(args.screening)  # before Ray starts
     outcomes = args.outcomes or args.screening / "outcomes.parquet"
     init_ray(args)
     bar, progress = run_bar("GO runs")

@@ -21,7 +21,16 @@ from tuneahead_ray.schemas import Candidate, DatasetRef, HyperParams
 from tuneahead_ray.store import ResultStore
 from tuneahead_ray.workers import PoolConfig, WorkerFailure, WorkerPool, run_into_store
 
-__all__ = ["LaunchWorker", "launch", "probe_state_dir"]
+__all__ = ["LaunchWorker", "check_finished_screening", "launch", "probe_state_dir"]
+
+
+def check_finished_screening(out_dir: str | Path) -> Path:
+    """``out_dir`` if a finished `screen` wrote it (its grid and candidates), else a ValueError naming it."""
+    out_dir = Path(out_dir)
+    missing = [name for name in ("grid.json", "candidates.parquet") if not (out_dir / name).is_file()]
+    if missing:
+        raise ValueError(f"{out_dir}: not a finished screening (no {' or '.join(missing)}); run `screen` first")
+    return out_dir
 
 
 def probe_state_dir(out_dir: str | Path, candidate_id: str) -> Path:
@@ -112,7 +121,7 @@ def launch(
     on_progress: Callable[[int, int], None] | None = None,
 ) -> tuple[pd.DataFrame, list[WorkerFailure]]:
     """Train the GO candidates of the screening in ``out_dir`` (Ray must be up); append outcomes to ``outcomes``."""
-    out_dir = Path(out_dir)
+    out_dir = check_finished_screening(out_dir)
     grid = GridSpec.model_validate_json((out_dir / "grid.json").read_text(encoding="utf-8"))
     if grid.model != DEFAULT_MODEL:
         raise ValueError(

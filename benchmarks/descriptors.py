@@ -2,16 +2,19 @@
 
 Both runs call :func:`tuneahead_ray.descriptors.describe_table` on the same table (``use_ray=True`` / ``False``),
 so they execute the same per-row and per-sample callables and must produce the same vector; the script checks
-that. Data: the instruct datasets under ``../shared/data/instruct`` (chat-format JSON arrays) tiled up to
+that. The single process runs twice: on one core (the plain baseline: no tokenizer thread pool, one torch thread)
+and with the libraries' default threads (the Rust tokenizer and torch then use every core for their own parts).
+Data: the instruct datasets under ``../shared/data/instruct`` (chat-format JSON arrays) tiled up to
 ``--rows`` records, or testbed records when that folder is absent. Prints a markdown table and writes
 ``benchmarks/results/descriptors.json``. Target: >= 1.5x on 2 cores.
 
-    python benchmarks/descriptors.py [--rows 200000] [--sample-size 256] [--cpus 2]
+    python benchmarks/descriptors.py [--rows 200000] [--sample-size 128] [--cpus 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -21,9 +24,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import ray
+import torch
 
 from tuneahead_ray.data import load_dataset
 from tuneahead_ray.descriptors import MODEL_FEATURES, ROW_FEATURES, describe_table
+from tuneahead_ray.features import DESCRIPTOR_SAMPLE_SIZE
 from tuneahead_ray.testbed import DataSpec, generate_records
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -48,6 +53,7 @@ def _scaled(table: pa.Table, rows: int) -> pa.Table:
 
 
 def _timed(table: pa.Table, use_ray: bool, sample_size: int) -> tuple[dict[str, float], float]:
+    gc.collect()
     started = time.perf_counter()
     values = describe_table(table, use_ray=use_ray, sample_size=sample_size, seed=0, device="cpu")
     return values, time.perf_counter() - started
@@ -62,7 +68,12 @@ def _mismatches(a: dict[str, float], b: dict[str, float]) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=200_000, help="records to describe (default 200000)")
-    parser.add_argument("--sample-size", type=int, default=256, help="rows scored by the base model")
+    parser.add_argument(
+        "--sample-size",
+        type=int,
+        default=DESCRIPTOR_SAMPLE_SIZE,
+        help=f"rows scored by the base model (default {DESCRIPTOR_SAMPLE_SIZE}, as screening and the corpus use)",
+    )
     parser.add_argument("--cpus", type=int, default=2, help="CPUs given to Ray (default 2)")
     args = parser.parse_args()
 
@@ -71,11 +82,18 @@ def main() -> int:
     table = _scaled(source, args.rows)
     print(f"data: {origin}: {source.num_rows} records tiled to {table.num_rows}", flush=True)
 
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    default_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     single, single_s = _timed(table, use_ray=False, sample_size=args.sample_size)
-    print(f"single process: {single_s:.1f} s", flush=True)
+    print(f"single process, one core: {single_s:.1f} s", flush=True)
+    del os.environ["TOKENIZERS_PARALLELISM"]
+    torch.set_num_threads(default_threads)
+    threaded, threaded_s = _timed(table, use_ray=False, sample_size=args.sample_size)
+    print(f"single process, library threads: {threaded_s:.1f} s", flush=True)
 
     init_started = time.perf_counter()
-    ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
     init_s = time.perf_counter() - init_started
     try:
         on_ray, ray_s = _timed(table, use_ray=True, sample_size=args.sample_size)
@@ -83,7 +101,7 @@ def main() -> int:
         ray.shutdown()
     print(f"ray data: {ray_s:.1f} s (+ {init_s:.1f} s ray.init, not counted)", flush=True)
 
-    mismatched = _mismatches(single, on_ray)
+    mismatched = sorted(set(_mismatches(single, on_ray)) | set(_mismatches(threaded, on_ray)))
     result = {
         "rows": table.num_rows,
         "source": origin,
@@ -92,10 +110,15 @@ def main() -> int:
         "machine_cores": os.cpu_count(),
         "platform": platform.platform(),
         "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]},
-        "tokenizers_parallelism": os.environ.get("TOKENIZERS_PARALLELISM", "library default"),
-        "single_process": {"seconds": single_s, "rows_per_s": table.num_rows / single_s},
+        "single_process": {"seconds": single_s, "rows_per_s": table.num_rows / single_s, "threads": 1},
+        "single_process_library_threads": {
+            "seconds": threaded_s,
+            "rows_per_s": table.num_rows / threaded_s,
+            "torch_threads": default_threads,
+        },
         "ray_data": {"seconds": ray_s, "rows_per_s": table.num_rows / ray_s, "ray_init_seconds": init_s},
         "speedup": single_s / ray_s,
+        "speedup_vs_library_threads": threaded_s / ray_s,
         "same_values": not mismatched,
         "mismatched_features": mismatched,
         "descriptors": on_ray,
@@ -106,10 +129,17 @@ def main() -> int:
     print()
     print("| implementation | rows | seconds | rows/s |")
     print("| --- | ---: | ---: | ---: |")
-    print(f"| single process | {table.num_rows} | {single_s:.1f} | {table.num_rows / single_s:,.0f} |")
+    print(f"| single process, one core | {table.num_rows} | {single_s:.1f} | {table.num_rows / single_s:,.0f} |")
+    print(
+        f"| single process, library threads | {table.num_rows} | {threaded_s:.1f} | "
+        f"{table.num_rows / threaded_s:,.0f} |"
+    )
     print(f"| Ray Data ({args.cpus} CPUs) | {table.num_rows} | {ray_s:.1f} | {table.num_rows / ray_s:,.0f} |")
     print()
-    print(f"speed-up: {result['speedup']:.2f}x on {os.cpu_count()} cores; same values: {result['same_values']}")
+    print(
+        f"speed-up: {result['speedup']:.2f}x over one core, {result['speedup_vs_library_threads']:.2f}x over the "
+        f"library threads, on {os.cpu_count()} cores; same values: {result['same_values']}"
+    )
     print(f"1-min load average before/after: {load_before:.2f} / {result['load_average_1min']['after']:.2f}")
     return 0 if not mismatched else 1
 

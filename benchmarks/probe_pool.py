@@ -89,7 +89,7 @@ def main() -> None:
         full_seconds.append(run.wall_seconds)
         shares.append(worker.probe(candidate, SPEC).probe_seconds / run.wall_seconds)
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     pool = ProbePool("default", PoolConfig(device="cpu"))
     list(pool.run(candidates[:2], SPEC))  # actors up and warm
     started = time.perf_counter()

@@ -173,7 +173,7 @@ def main() -> None:
     args = parser.parse_args()
 
     timing = _default_run_timing()
-    ray.init(num_cpus=args.workers, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=args.workers, include_dashboard=False, log_to_driver=False)
     scenarios = _scenarios()
     started = time.perf_counter()
     pending = [_run.remote(i, *s) for i, s in enumerate(scenarios)]

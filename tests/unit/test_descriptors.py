@@ -40,6 +40,7 @@ from tuneahead_ray.descriptors import (
     token_length_stats,
     type_token_ratio,
 )
+from tuneahead_ray.descriptors._common import counting_tokenizer
 from tuneahead_ray.modeling import load_tokenizer
 from tuneahead_ray.testbed import DataSpec, generate_records
 
@@ -160,6 +161,16 @@ def test_token_length_stats_with_the_byte_level_tokenizer() -> None:
     assert stats["response_tokens_p90"] == pytest.approx(1.9)
     assert stats["total_tokens_mean"] == pytest.approx(6.0)
     assert stats["io_length_ratio"] == pytest.approx(9 / 3)
+
+
+def test_counting_tokenizer_counts_exactly_as_the_transformers_tokenizer() -> None:
+    import tokenizers
+
+    table = _table([("héllo wörld ✓ 日本", "ok\n\tdone"), ("", "x" * 3000), ("<|im_start|> 7", "  ")])
+    light = counting_tokenizer("default")
+    assert isinstance(light, tokenizers.Tokenizer)  # no transformers/torch import in a Ray Data row actor
+    full = token_length_stats(table, load_tokenizer("default"))
+    assert token_length_stats(table, light) == full
 
 
 # ------------------------------------------------------------------------------------------ model-based

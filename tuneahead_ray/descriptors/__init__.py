@@ -6,6 +6,9 @@ seeded sample by :class:`ModelScorer`; both are ``map_batches`` callables. :func
 :func:`model_stats` reduce their outputs to the flat vector named by :data:`STATIC_FEATURES`.
 """
 
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
 from ._duplicates import (
     MINHASH_PERMUTATIONS,
     NEAR_DUPLICATE_THRESHOLD,
@@ -18,8 +21,6 @@ from ._duplicates import (
     row_lsh_bands,
 )
 from ._lengths import LENGTH_FEATURES, length_stats, row_token_lengths, token_length_stats
-from ._model import MODEL_FEATURES, ModelScorer, describe_sample, embedding_outlier_ratio, model_stats, sample_rows
-from ._pipeline import DESCRIPTORS_VERSION, ROWS_PER_BLOCK, STATIC_FEATURES, compute_descriptors, describe_table
 from ._rows import ROW_FEATURES, RowFeaturizer, row_stats
 from ._text import (
     NGRAM_SIZE,
@@ -36,6 +37,32 @@ from ._text import (
     special_char_ratio,
     type_token_ratio,
 )
+
+if TYPE_CHECKING:
+    from ._model import MODEL_FEATURES, ModelScorer, describe_sample, embedding_outlier_ratio, model_stats, sample_rows
+    from ._pipeline import DESCRIPTORS_VERSION, ROWS_PER_BLOCK, STATIC_FEATURES, compute_descriptors, describe_table
+
+#: Names whose modules import torch load on first use, so a Ray Data actor that only needs :class:`RowFeaturizer`
+#: starts without it.
+_LAZY = {
+    **dict.fromkeys(
+        ("MODEL_FEATURES", "ModelScorer", "describe_sample", "embedding_outlier_ratio", "model_stats", "sample_rows"),
+        "._model",
+    ),
+    **dict.fromkeys(
+        ("DESCRIPTORS_VERSION", "ROWS_PER_BLOCK", "STATIC_FEATURES", "compute_descriptors", "describe_table"),
+        "._pipeline",
+    ),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(_LAZY[name], __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "DESCRIPTORS_VERSION",

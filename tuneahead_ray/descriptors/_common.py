@@ -6,12 +6,16 @@ import math
 import re
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
-from transformers import PreTrainedTokenizerBase
 
-from ..modeling import load_tokenizer
+from ..modeling import load_tokenizer, resolve_model_dir
+
+if TYPE_CHECKING:
+    import tokenizers
+    from transformers import PreTrainedTokenizerBase
 
 ArrowBatch = pa.Table | pa.RecordBatch
 
@@ -50,6 +54,24 @@ def ratio_of_sums(numerators: np.ndarray, denominators: np.ndarray) -> float:
     """``sum(numerators) / sum(denominators)``, 0.0 when the denominator sums to zero."""
     total = exact_sum(denominators)
     return exact_sum(numerators) / total if total else 0.0
+
+
+def counting_tokenizer(model: str | Path) -> PreTrainedTokenizerBase | tokenizers.Tokenizer:
+    """A tokenizer for counting tokens of whole texts, cheap to load.
+
+    The Rust tokenizer straight from the directory's ``tokenizer.json`` (truncation and padding off) when there is
+    one: a Ray Data actor then starts without importing transformers and torch (seconds per actor). Otherwise the
+    transformers tokenizer.
+    """
+    path = resolve_model_dir(model) / "tokenizer.json"
+    if not path.is_file():
+        return untruncated_tokenizer(model)
+    import tokenizers
+
+    tokenizer = tokenizers.Tokenizer.from_file(str(path))
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    return tokenizer
 
 
 def untruncated_tokenizer(model: str | Path) -> PreTrainedTokenizerBase:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
-from transformers import PreTrainedTokenizerBase
 
 from ._common import ArrowBatch, column_texts, exact_mean, exact_sum, ratio_of_sums
+
+if TYPE_CHECKING:
+    import tokenizers
+    from transformers import PreTrainedTokenizerBase
 
 __all__ = ["LENGTH_FEATURES", "length_stats", "row_token_lengths", "token_length_stats"]
 
@@ -20,11 +24,21 @@ LENGTH_FEATURES: tuple[str, ...] = (
 )
 
 
-def row_token_lengths(batch: ArrowBatch, tokenizer: PreTrainedTokenizerBase) -> tuple[np.ndarray, np.ndarray]:
-    """Per row: (prompt tokens, response tokens), without special tokens."""
+def row_token_lengths(
+    batch: ArrowBatch, tokenizer: PreTrainedTokenizerBase | tokenizers.Tokenizer
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: (prompt tokens, response tokens), without special tokens.
+
+    ``tokenizer`` is a transformers tokenizer or a Rust ``tokenizers.Tokenizer`` (see ``counting_tokenizer``).
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", tokenizer) if getattr(tokenizer, "is_fast", True) else None
 
     def count(name: str) -> np.ndarray:
-        ids = tokenizer(column_texts(batch, name), add_special_tokens=False, return_attention_mask=False)
+        texts = column_texts(batch, name)
+        if backend is not None:  # the Rust tokenizer's lengths, without building Python lists of token ids
+            encodings = backend.encode_batch_fast(texts, add_special_tokens=False)
+            return np.fromiter((len(row) for row in encodings), dtype=np.int64, count=len(texts))
+        ids = tokenizer(texts, add_special_tokens=False, return_attention_mask=False)
         return np.array([len(row) for row in ids["input_ids"]], dtype=np.int64)
 
     return count("prompt"), count("response")
@@ -56,6 +70,8 @@ def length_stats(prompt_tokens: np.ndarray, response_tokens: np.ndarray) -> dict
     }
 
 
-def token_length_stats(batch: ArrowBatch, tokenizer: PreTrainedTokenizerBase) -> dict[str, float]:
+def token_length_stats(
+    batch: ArrowBatch, tokenizer: PreTrainedTokenizerBase | tokenizers.Tokenizer
+) -> dict[str, float]:
     """Token-length distribution of prompts, responses and their sum, and the input/output length ratio."""
     return length_stats(*row_token_lengths(batch, tokenizer))

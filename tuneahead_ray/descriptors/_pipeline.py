@@ -125,7 +125,7 @@ def _run_on_ray(table: pa.Table, sample: pa.Table, model: str, device: str) -> t
     workers = max(1, min(blocks, int(ray.cluster_resources().get("CPU", 1))))
     rows = ray.data.from_arrow(table, override_num_blocks=blocks).map_batches(
         RowFeaturizer,
-        fn_constructor_kwargs={"model": model},
+        fn_constructor_kwargs={"model": model, "single_threaded": True},
         batch_size=None,
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=workers),

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
 from ..modeling import DEFAULT_MODEL
-from ._common import ArrowBatch, column_words, exact_mean, ratio_of_sums, untruncated_tokenizer
+from ._common import ArrowBatch, column_words, counting_tokenizer, exact_mean, ratio_of_sums
 from ._duplicates import exact_duplicate_rate_of_hashes, near_duplicate_rate_of_bands, row_hashes, row_lsh_bands
 from ._lengths import LENGTH_FEATURES, length_stats, row_token_lengths
 from ._text import (
@@ -38,10 +39,16 @@ ROW_FEATURES: tuple[str, ...] = (
 
 
 class RowFeaturizer:
-    """Loads the base model's tokenizer once; maps a prompt/response batch to a table of per-row features."""
+    """Loads the base model's tokenizer once; maps a prompt/response batch to a table of per-row features.
 
-    def __init__(self, model: str | Path = DEFAULT_MODEL) -> None:
-        self.tokenizer = untruncated_tokenizer(model)
+    ``single_threaded`` turns off the tokenizer's own thread pool: a Ray Data actor given one CPU should use one
+    core, so that parallel actors do not compete for the same cores (a plain process keeps the library default).
+    """
+
+    def __init__(self, model: str | Path = DEFAULT_MODEL, single_threaded: bool = False) -> None:
+        if single_threaded:
+            os.environ["TOKENIZERS_PARALLELISM"] = "false"  # read by the Rust tokenizer on every batch call
+        self.tokenizer = counting_tokenizer(model)
 
     def __call__(self, batch: ArrowBatch) -> pa.Table:
         prompt_words, response_words = column_words(batch, "prompt"), column_words(batch, "response")

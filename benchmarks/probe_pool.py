@@ -36,8 +36,8 @@ def _candidates(count: int):
         hp={
             "lr": {"log_range": [3e-4, 1e-2], "num": 4},
             "lora_r": [4, 8, 16],
-            "epochs": [3],
-            "batch_size": 8,  # ~1,100-step runs: K = 5% is ~56 steps
+            "epochs": [6],
+            "batch_size": 8,  # ~2,250-step runs: K = 5% reaches the spec's cap of 100 steps (the paper's probe)
             "max_seq_len": 64,
         },
         samples=None,
@@ -71,17 +71,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--candidates", type=int, default=50)
     parser.add_argument("--full-runs", type=int, default=5, help="full runs timed for the probe's share")
+    parser.add_argument("--repeats", type=int, default=2, help="timings per candidate and side (fastest kept)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     candidates = _candidates(args.candidates)
 
     worker = ProbeWorker("default", "cpu")
-    worker.probe(candidates[0], SPEC)  # warm the dataset cache and the kernels
+    # A worker's first probe on a dataset also encodes it and scores the base model on it, once per dataset.
+    first_probe = {}
+    for index, candidate in enumerate(candidates):
+        if candidate.dataset.path not in first_probe:
+            first_probe[candidate.dataset.path] = (index, worker.probe(candidate, SPEC).probe_seconds)
+    # Timer noise on a shared 2-core machine is several percent per measurement: each side is timed
+    # ``--repeats`` times, alternating, and the fastest kept (the usual estimate of a workload's own cost).
     probe_seconds, pure_seconds, shares = [], [], []
     for candidate in candidates:
-        result = worker.probe(candidate, SPEC)
-        probe_seconds.append(result.probe_seconds)
-        pure_seconds.append(_pure_steps_seconds(worker, candidate, result.probe_steps))
+        probes, pures = [], []
+        for _ in range(args.repeats):
+            result = worker.probe(candidate, SPEC)
+            probes.append(result.probe_seconds)
+            pures.append(_pure_steps_seconds(worker, candidate, result.probe_steps))
+        probe_seconds.append(min(probes))
+        pure_seconds.append(min(pures))
+    dataset_setup = statistics.mean(seconds - probe_seconds[index] for index, seconds in first_probe.values())
     reload_seconds = [_reload_probe_seconds(c) for c in candidates[:10]]
     full_seconds = []
     for candidate in candidates[: args.full_runs]:
@@ -108,6 +120,9 @@ def main() -> None:
         "probe_seconds_mean": statistics.mean(probe_seconds),
         "pure_steps_seconds_mean": statistics.mean(pure_seconds),
         "probe_overhead": overhead,
+        "probe_overhead_median": statistics.median(p / q - 1 for p, q in zip(probe_seconds, pure_seconds, strict=True)),
+        "repeats": args.repeats,
+        "first_probe_on_a_dataset_extra_seconds_mean": dataset_setup,
         "reload_probe_seconds_mean": statistics.mean(reload_seconds),
         "reuse_vs_reload_speedup": reuse_speedup,
         "full_run_seconds_mean": statistics.mean(full_seconds),
@@ -124,7 +139,11 @@ def main() -> None:
     )
     print(f"| probe wall time | {1000 * result['probe_seconds_mean']:.0f} ms |")
     print(f"| the same K pure training steps | {1000 * result['pure_steps_seconds_mean']:.0f} ms |")
-    print(f"| probe overhead over pure steps | {100 * overhead:.1f}% |")
+    print(
+        f"| probe overhead over pure steps | {100 * overhead:.1f}% "
+        f"(median {100 * result['probe_overhead_median']:.1f}%) |"
+    )
+    print(f"| once per dataset and worker: encoding + base-model scores | {1000 * dataset_setup:.0f} ms |")
     print(
         f"| probe reloading the model each time | {1000 * result['reload_probe_seconds_mean']:.0f} ms "
         f"({reuse_speedup:.2f}x slower) |"

@@ -1,19 +1,22 @@
 """Run the probe: the candidate's own first K steps, with gradient and landscape measurements on the side.
 
 Measurements run in eval mode with their own random generator, so the probe's trajectory is exactly the first K
-steps of the full run (a GO run can resume from the probe's saved state).
+steps of the full run (a GO run can resume from the probe's saved state). The "before" scores are the base
+model's (a fresh adapter is the identity) and come from a :class:`BaseScores` a worker shares across candidates.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 
 import torch
 
+from tuneahead_ray.probe._base import BaseScores, answer_loss_sums, mean_answer_loss
 from tuneahead_ray.probe._reference import ReferenceScore, score_reference
 from tuneahead_ray.probe._spec import ProbeSpec
-from tuneahead_ray.training import EncodedPairs, StepTrainer, collate
+from tuneahead_ray.training import EncodedPairs, StepTrainer
 
 __all__ = ["ProbeTrace", "run_probe"]
 
@@ -70,30 +73,40 @@ def _perturbed_loss_change(
     ``loss`` is the step's own loss on ``batch``; it equals the eval-mode loss unless the adapter has dropout.
     """
     before = loss if trainer.hp.lora_dropout == 0 else _eval_loss(trainer, batch)
-    noises = []
-    for p in trainer.params:
-        scale = radius * max(float(p.detach().float().pow(2).mean().sqrt()), 1e-3)
-        noise = torch.randn(p.shape, generator=generator, dtype=torch.float32).to(p.device, p.dtype) * scale
-        p.add_(noise)
-        noises.append(noise)
+    params = [p.detach() for p in trainer.params]
+    norms = torch.stack(torch._foreach_norm(params)).float().tolist()
+    noises = [torch.randn(p.shape, generator=generator, dtype=torch.float32).to(p.device, p.dtype) for p in params]
+    scales = [radius * max(n / p.numel() ** 0.5, 1e-3) for n, p in zip(norms, params, strict=True)]
+    torch._foreach_mul_(noises, scales)
+    saved = [p.clone() for p in params]  # restored by copy: (p + noise) - noise is not always p in floating point
+    torch._foreach_add_(params, noises)
     after = _eval_loss(trainer, batch)
-    for p, noise in zip(trainer.params, noises, strict=True):
-        p.sub_(noise)
+    torch._foreach_copy_(params, saved)
     return after - before
 
 
-def run_probe(trainer: StepTrainer, steps: int, spec: ProbeSpec, reference: EncodedPairs | None = None) -> ProbeTrace:
+def run_probe(
+    trainer: StepTrainer,
+    steps: int,
+    spec: ProbeSpec,
+    reference: EncodedPairs | None = None,
+    base: BaseScores | None = None,
+    data_key: Hashable = None,
+) -> ProbeTrace:
     """Run ``steps`` steps of ``trainer`` (a fresh candidate run) and record the probe's measurements.
 
-    ``reference`` (see :func:`encode_reference`) is scored before and after the steps when given.
+    ``reference`` (see :func:`encode_reference`) is scored before and after the steps when given. ``base`` keeps
+    the base model's scores across calls (``data_key`` names the trainer's dataset in it); without one they are
+    measured here.
     """
     started = time.perf_counter()
     trace = ProbeTrace(total_steps=trainer.total_steps)
-    heldout = collate(trainer.pairs, trainer.unvisited_this_epoch(spec.heldout_size), trainer.pad_id)
-    heldout = {key: value.to(trainer.device) for key, value in heldout.items()}
-    trace.heldout_before = _eval_loss(trainer, heldout)
+    base = base if base is not None else BaseScores()
+    heldout = trainer.unvisited_this_epoch(spec.heldout_size)
+    trace.heldout_before = base.heldout_loss(trainer.model, data_key, trainer.pairs, heldout, trainer.pad_id)
     if reference is not None:
-        trace.reference_before = score_reference(trainer.model, reference, trainer.pad_id)
+        reference_key = (spec.reference_path, spec.reference_size)
+        trace.reference_before = base.reference(trainer.model, reference_key, reference, trainer.pad_id)
     start_params = [p.detach().clone() for p in trainer.params]
     generator = torch.Generator().manual_seed(trainer.hp.seed)
     previous: dict[str, torch.Tensor] = {}
@@ -108,8 +121,8 @@ def run_probe(trainer: StepTrainer, steps: int, spec: ProbeSpec, reference: Enco
                 cosine = torch.nn.functional.cosine_similarity(grad, previous.pop("grad"), dim=0)
                 trace.consistency.append(float(cosine))
             trace.sparsity.append(_hoyer_sparsity(grad))
-            moved = zip(tr.params, start_params, strict=True)
-            trace.param_change.append(sum(float((p.detach() - p0).float().pow(2).sum()) for p, p0 in moved) ** 0.5)
+            moved = torch._foreach_sub([p.detach() for p in tr.params], start_params)
+            trace.param_change.append(float(torch.stack(torch._foreach_norm(moved)).float().norm()))
             trace.flatness.append(_perturbed_loss_change(tr, batch, loss, spec.flatness_radius, generator))
 
     for _ in range(steps):
@@ -120,7 +133,7 @@ def run_probe(trainer: StepTrainer, steps: int, spec: ProbeSpec, reference: Enco
         trace.tokens += record.tokens
         if not record.finite:
             break
-    trace.heldout_after = _eval_loss(trainer, heldout)
+    trace.heldout_after = mean_answer_loss(*answer_loss_sums(trainer.model, trainer.pairs, heldout, trainer.pad_id))
     if reference is not None:
         trace.reference_after = score_reference(trainer.model, reference, trainer.pad_id)
     trace.seconds = time.perf_counter() - started

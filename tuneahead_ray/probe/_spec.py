@@ -15,7 +15,12 @@ class ProbeSpec(BaseModel):
     fraction: float = Field(0.05, gt=0, le=1, description="K as a share of the full run's steps.")
     min_steps: int = Field(20, ge=2, description="Floor on K, so short runs still give a trajectory.")
     max_steps: int = Field(100, ge=2, description="Cap on K (the paper probes 100 steps).")
-    interval: int = Field(10, ge=2, description="Every this many steps: gradient consistency, sparsity, flatness.")
+    interval: int = Field(
+        20,
+        ge=2,
+        description="Every this many steps: gradient consistency, sparsity, parameter change and flatness "
+        "(each point costs about two training steps' worth of extra forward work and gradient copies).",
+    )
     flatness_radius: float = Field(
         0.05, gt=0, le=1, description="Perturbation std relative to each adapter tensor's RMS (landscape flatness)."
     )

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tuneahead_ray.data import load_dataset
 from tuneahead_ray.modeling import load_model, load_tokenizer, resolve_device
+from tuneahead_ray.probe._base import BaseScores
 from tuneahead_ray.probe._features import trajectory_features
 from tuneahead_ray.probe._probe import run_probe
 from tuneahead_ray.probe._reference import encode_reference
@@ -65,6 +66,7 @@ class ProbeWorker:
         self._pairs: OrderedDict[tuple[str, int], EncodedPairs] = OrderedDict()
         self._fingerprints: dict[tuple[str, int, int], str] = {}
         self._references: dict[tuple[str | None, int], EncodedPairs | None] = {}
+        self._base_scores = BaseScores()
         self.name = f"{socket.gethostname()}:{os.getpid()}:{self.device}"
 
     def _fingerprint(self, candidate: Candidate) -> str:
@@ -106,7 +108,9 @@ class ProbeWorker:
         adapted = attach_adapter(self.model, candidate.hp)
         try:
             trainer = StepTrainer(adapted, pairs, candidate.hp, total, self.tokenizer.pad_token_id)
-            trace = run_probe(trainer, spec.steps_for(total), spec, self._reference(spec))
+            data_key = (self._fingerprint(candidate), candidate.hp.max_seq_len)
+            steps = spec.steps_for(total)
+            trace = run_probe(trainer, steps, spec, self._reference(spec), self._base_scores, data_key)
             saved = _save_state(trainer, trace.losses, state_dir) if state_dir else None
         finally:
             self.model = detach_adapter(adapted)

@@ -41,3 +41,27 @@ def test_ray_pipeline_matches_the_in_process_run_and_is_cached(
 
     monkeypatch.setattr(pipeline, "describe_table", fail)
     assert compute_descriptors(dataset, use_ray=True, sample_size=SAMPLE, device="cpu", cache_dir=cache) == on_ray
+
+
+def test_model_sample_goes_to_a_gpu_actor_when_the_cluster_has_gpus(
+    ray_session: None, dataset: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The session declares (fake) GPUs: with device "auto" the sample is a Ray Data pipeline on an actor that
+    # requests one; on the CPU-only path (device "cpu" above) the driver scores it. Both give the same values.
+    monkeypatch.setattr(pipeline, "ROWS_PER_BLOCK", 500)
+    assert pipeline._scorer_gpus("auto") == 1.0 and pipeline._scorer_gpus("cpu") == 0.0
+    scored_in_driver = []
+    score = pipeline.ModelScorer.__call__
+
+    def recording_call(self: object, batch: object) -> object:
+        scored_in_driver.append(batch)
+        return score(self, batch)
+
+    # Actors import the class afresh, so only scoring in this process is recorded.
+    monkeypatch.setattr(pipeline.ModelScorer, "__call__", recording_call)
+    on_gpu_actor = compute_descriptors(dataset, use_ray=True, sample_size=SAMPLE, device="auto")
+    assert scored_in_driver == []  # the actor, not this process, loaded the model
+    on_driver = compute_descriptors(dataset, use_ray=True, sample_size=SAMPLE, device="cpu")
+    assert len(scored_in_driver) == 1
+    for name in MODEL_FEATURES:
+        assert on_gpu_actor[name] == pytest.approx(on_driver[name], abs=1e-4), name

@@ -17,11 +17,12 @@ from tuneahead_ray.probe import (
     ReferenceScore,
     trajectory_features,
 )
+from tuneahead_ray.probe._base import answer_loss_sums, mean_answer_loss
 from tuneahead_ray.probe._probe import _hoyer_sparsity
 from tuneahead_ray.probe._reference import reference_examples
 from tuneahead_ray.schemas import Candidate, DatasetRef, HyperParams
 from tuneahead_ray.testbed import DataSpec, benchmark_items, write_dataset
-from tuneahead_ray.training import StepTrainer, attach_adapter
+from tuneahead_ray.training import StepTrainer, attach_adapter, detach_adapter
 
 
 def test_probe_length_is_a_fraction_of_the_run_within_floor_and_cap() -> None:
@@ -127,8 +128,6 @@ def test_probe_is_the_first_k_steps_of_the_run_and_a_go_run_resumes_from_it(
     probe = worker.probe(candidate, spec, state_dir=str(tmp_path / "state"))
     assert probe.state_dir is not None
 
-    from tuneahead_ray.training import detach_adapter
-
     def fresh_trainer() -> StepTrainer:
         adapted = attach_adapter(worker.model, candidate.hp)
         return StepTrainer(adapted, worker._encoded(candidate), candidate.hp, 30, worker.tokenizer.pad_token_id)
@@ -143,6 +142,30 @@ def test_probe_is_the_first_k_steps_of_the_run_and_a_go_run_resumes_from_it(
     # The probe's measurements did not perturb the trajectory: the resumed run is the uninterrupted one, exactly.
     assert continued == losses[10:]
     assert probe.features["probe_initial_loss"] == pytest.approx(np.mean(losses[:3]), abs=1e-6)
+
+
+def test_before_scores_are_the_base_models_and_shared_across_candidates(
+    worker: ProbeWorker, clean_data: DatasetRef
+) -> None:
+    spec = ProbeSpec(min_steps=4, max_steps=4, interval=2, reference_size=16)
+    first = worker.probe(_candidate(clean_data, lr=1e-4, lora_r=4), spec)
+    # Same data and seed, other hyperparameters: the "before" scores come from the worker's memory and are equal.
+    second = worker.probe(_candidate(clean_data, lr=5e-3, lora_r=16, lora_alpha=32), spec)
+    for name in ("probe_heldout_before", "probe_ref_loss_before", "probe_ref_match_before"):
+        assert first.features[name] == second.features[name]
+    # ... and they are what the bare base model scores on those rows, measured without any adapter.
+    candidate = _candidate(clean_data)
+    pairs = worker._encoded(candidate)
+    pad_id = worker.tokenizer.pad_token_id
+    trainer = StepTrainer(attach_adapter(worker.model, candidate.hp), pairs, candidate.hp, 200, pad_id)
+    rows = trainer.unvisited_this_epoch(spec.heldout_size)
+    worker.model = detach_adapter(trainer.model)
+    bare = mean_answer_loss(*answer_loss_sums(worker.model, pairs, rows, pad_id))
+    assert first.features["probe_heldout_before"] == pytest.approx(bare, rel=1e-6)
+    # A worker without memory of them measures the same values.
+    fresh = ProbeWorker("default", "cpu").probe(_candidate(clean_data, lr=5e-3, lora_r=16, lora_alpha=32), spec)
+    for name in PROBE_FEATURES:
+        assert fresh.features[name] == pytest.approx(second.features[name], rel=1e-5, abs=1e-7, nan_ok=True), name
 
 
 # ------------------------------------------------------------------------------------------ reference set

@@ -41,8 +41,9 @@ def describe_table(
 ) -> dict[str, float]:
     """All :data:`STATIC_FEATURES` of a prompt/response table, in that order.
 
-    With ``use_ray`` the per-row pass and the model sample run as Ray Data ``map_batches`` on the Ray instance
-    the caller initialised; without it the same callables run in this process on the same batches.
+    With ``use_ray`` the per-row pass runs as Ray Data ``map_batches`` on the Ray instance the caller initialised,
+    and the model sample on a GPU actor when the cluster has GPUs (in this process otherwise); without it the same
+    callables run in this process on the same batches.
     """
     missing = [name for name in ("prompt", "response") if name not in table.column_names]
     if missing:
@@ -117,8 +118,12 @@ def _run_in_process(table: pa.Table, sample: pa.Table, model: str, device: str) 
 
 
 def _run_on_ray(table: pa.Table, sample: pa.Table, model: str, device: str) -> tuple[pa.Table, pa.Table]:
-    """Row pass and model sample as two Ray Data pipelines executed at the same time: they are independent, and
-    on a cluster the model actor (GPU) and the row actors (CPU) use different resources."""
+    """Row pass as a Ray Data pipeline over the row actors, model sample at the same time: they are independent.
+
+    With a GPU the sample is a second pipeline on a GPU actor. Without one the driver scores it in a thread while
+    the row actors run: a CPU actor would spend longer starting (importing torch and transformers, loading the
+    model: seconds) than scoring the bounded sample, and it would hold a CPU the row actors could use.
+    """
     if not ray.is_initialized():
         raise RuntimeError("use_ray=True needs a running Ray: call ray.init() first, or pass use_ray=False")
     blocks = math.ceil(table.num_rows / ROWS_PER_BLOCK)
@@ -132,6 +137,10 @@ def _run_on_ray(table: pa.Table, sample: pa.Table, model: str, device: str) -> t
         num_cpus=1,
         udf_modifying_row_count=False,
     )
+    if _scorer_gpus(device) == 0:
+        with ThreadPoolExecutor(max_workers=1) as background:
+            scored = background.submit(lambda: ModelScorer(model, device)(sample))
+            return _collect(rows), scored.result()
     scores = ray.data.from_arrow(sample).map_batches(
         ModelScorer,
         fn_constructor_kwargs={"model": model, "device": device},
@@ -139,7 +148,7 @@ def _run_on_ray(table: pa.Table, sample: pa.Table, model: str, device: str) -> t
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=1),
         num_cpus=1,
-        num_gpus=_scorer_gpus(device),
+        num_gpus=1,
         udf_modifying_row_count=False,
     )
     with ThreadPoolExecutor(max_workers=1) as background:

@@ -101,10 +101,10 @@ def _cmd_build_base(args: argparse.Namespace) -> int:
 
 
 def _cmd_features(args: argparse.Namespace) -> int:
-    from tuneahead_ray.grid import load_grid
+    from tuneahead_ray.grid import grid_output_dir, load_grid
 
     grid, candidates = load_grid(args.grid)
-    out = args.out or Path(grid.output_dir) / "features.parquet"
+    out = args.out or grid_output_dir(grid, args.grid) / "features.parquet"
     print(f"{len(candidates)} candidates from {args.grid}", file=sys.stderr)
     table, failures = compute_grid_features(args, grid, candidates, out)
     print(f"wrote {table.num_rows} rows to {out}")
@@ -221,7 +221,11 @@ def _parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
 
     features = sub.add_parser("features", help="meta-feature rows (static + probe + hp) for every grid candidate")
     features.add_argument("--grid", type=Path, required=True, help="grid YAML")
-    features.add_argument("--out", type=Path, help="Parquet output (default: <output_dir>/features.parquet)")
+    features.add_argument(
+        "--out",
+        type=Path,
+        help="Parquet output (default: features.parquet in the grid's output_dir, relative to the grid file)",
+    )
     add_ray_args(features)
     features.set_defaults(func=_cmd_features)
 

@@ -196,6 +196,11 @@ def expand_grid(grid: GridSpec, base_dir: str | Path = ".") -> list[Candidate]:
     return list(candidates.values())
 
 
+def grid_output_dir(grid: GridSpec, grid_path: str | Path) -> Path:
+    """The grid's ``output_dir``, relative to the grid file's directory as every path in a grid is."""
+    return Path(grid_path).resolve().parent / grid.output_dir
+
+
 def load_grid(path: str | Path) -> tuple[GridSpec, list[Candidate]]:
     """Read, validate and expand a grid YAML; errors name the file and the key."""
     grid = load_yaml_model(path, GridSpec)

@@ -240,6 +240,17 @@ def test_rayservice_passes_the_bearer_token_from_a_secret_to_every_worker() -> N
     assert {"name": "serve", "containerPort": 8000} in head["ports"]
 
 
+def test_rayservice_gives_every_ray_container_the_serve_environment_of_tuneahead_ray_serve() -> None:
+    from tuneahead_ray.serve._environment import HAPROXY_ENVIRONMENT, SERVE_ENVIRONMENT
+
+    spec = _manifest("rayservice.yaml")["spec"]["rayClusterConfig"]
+    groups = [("head", spec["headGroupSpec"])] + [(g["groupName"], g) for g in spec["workerGroupSpecs"]]
+    for name, group in groups:
+        env = {e["name"]: e.get("value") for e in group["template"]["spec"]["containers"][0]["env"]}
+        assert {key: env.get(key) for key in SERVE_ENVIRONMENT} == SERVE_ENVIRONMENT, name
+        assert not set(HAPROXY_ENVIRONMENT) & set(env), name  # HAProxy stays opt-in on a cluster too
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Cluster-launcher configs against Ray's own schema
 

@@ -111,3 +111,12 @@ def test_a_complete_screening_grid_has_no_errors(data_dir) -> None:
     body = "datasets: [d1.jsonl]\nthreshold: 55\npolicy: success_probability\nbudget: {gpu_hours: 2}\n"
     grid, candidates = load_grid(_grid(data_dir, body))
     assert grid.screening_errors() == [] and len(candidates) == 1
+
+
+def test_output_dir_is_relative_to_the_grid_file_not_the_working_directory(data_dir, monkeypatch) -> None:
+    from tuneahead_ray.grid import grid_output_dir
+
+    path = _grid(data_dir, "datasets: ['*.jsonl']\noutput_dir: results\n")
+    grid, _ = load_grid(path)
+    monkeypatch.chdir(data_dir.parent)
+    assert grid_output_dir(grid, path.relative_to(data_dir.parent)) == data_dir.resolve() / "results"

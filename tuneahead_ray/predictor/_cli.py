@@ -122,10 +122,10 @@ def _cmd_cv(args: argparse.Namespace) -> int:
 def _grid_features(args: argparse.Namespace) -> pd.DataFrame:
     """Feature rows of every candidate of ``--grid``, computed on Ray (resumable, in the grid's output_dir)."""
     from tuneahead_ray._cli_common import compute_grid_features
-    from tuneahead_ray.grid import load_grid
+    from tuneahead_ray.grid import grid_output_dir, load_grid
 
     grid, candidates = load_grid(args.grid)
-    out = args.grid.resolve().parent / grid.output_dir / "features.parquet"
+    out = grid_output_dir(grid, args.grid) / "features.parquet"
     table, _ = compute_grid_features(args, grid, candidates, out)
     frame = table.to_pandas()
     frame.attrs["source"] = str(out)

@@ -12,7 +12,9 @@ __all__ = ["add_screening_commands", "run_screening"]
 
 
 def _output_dir(args: argparse.Namespace, grid, grid_path: Path) -> Path:
-    return args.out if args.out is not None else grid_path.resolve().parent / grid.output_dir
+    from tuneahead_ray.grid import grid_output_dir
+
+    return args.out if args.out is not None else grid_output_dir(grid, grid_path)
 
 
 def run_screening(grid_path: Path, args: argparse.Namespace) -> int:

@@ -43,11 +43,11 @@ def test_ray_pipeline_matches_the_in_process_run_and_is_cached(
     assert compute_descriptors(dataset, use_ray=True, sample_size=SAMPLE, device="cpu", cache_dir=cache) == on_ray
 
 
-def test_model_sample_goes_to_a_gpu_actor_when_the_cluster_has_gpus(
+def test_model_sample_goes_to_a_gpu_actor_the_driver_or_a_cpu_actor(
     ray_session: None, dataset: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The session declares (fake) GPUs: with device "auto" the sample is a Ray Data pipeline on an actor that
-    # requests one; on the CPU-only path (device "cpu" above) the driver scores it. Both give the same values.
+    # requests one; with device "cpu" the driver scores a small model's sample, a CPU actor a large model's.
     monkeypatch.setattr(pipeline, "ROWS_PER_BLOCK", 500)
     assert pipeline._scorer_gpus("auto") == 1.0 and pipeline._scorer_gpus("cpu") == 0.0
     scored_in_driver = []
@@ -63,5 +63,10 @@ def test_model_sample_goes_to_a_gpu_actor_when_the_cluster_has_gpus(
     assert scored_in_driver == []  # the actor, not this process, loaded the model
     on_driver = compute_descriptors(dataset, use_ray=True, sample_size=SAMPLE, device="cpu")
     assert len(scored_in_driver) == 1
+    # A model above the size limit never loads into the driver: a CPU actor scores it.
+    monkeypatch.setattr(pipeline, "DRIVER_SCORING_MAX_BYTES", 0)
+    on_cpu_actor = compute_descriptors(dataset, use_ray=True, sample_size=SAMPLE, device="cpu")
+    assert len(scored_in_driver) == 1
     for name in MODEL_FEATURES:
         assert on_gpu_actor[name] == pytest.approx(on_driver[name], abs=1e-4), name
+        assert on_cpu_actor[name] == pytest.approx(on_driver[name], abs=1e-4), name

@@ -41,7 +41,7 @@ from tuneahead_ray.descriptors import (
     type_token_ratio,
 )
 from tuneahead_ray.descriptors._common import counting_tokenizer
-from tuneahead_ray.modeling import load_tokenizer
+from tuneahead_ray.modeling import default_model_dir, load_tokenizer
 from tuneahead_ray.testbed import DataSpec, generate_records
 
 
@@ -163,14 +163,26 @@ def test_token_length_stats_with_the_byte_level_tokenizer() -> None:
     assert stats["io_length_ratio"] == pytest.approx(9 / 3)
 
 
-def test_counting_tokenizer_counts_exactly_as_the_transformers_tokenizer() -> None:
+def test_counting_tokenizer_counts_exactly_as_the_transformers_tokenizer(tmp_path: Path) -> None:
+    import shutil
+
     import tokenizers
 
-    table = _table([("héllo wörld ✓ 日本", "ok\n\tdone"), ("", "x" * 3000), ("<|im_start|> 7", "  ")])
+    # Non-ASCII, whitespace, a long text, an added special token and a look-alike that is not one.
+    rows = [("héllo wörld ✓ 日本", "ok\n\tdone"), ("", "x" * 3000), ("<|user|> 7 <|im_start|>", "  <|endoftext|>")]
+    table = _table(rows)
     light = counting_tokenizer("default")
     assert isinstance(light, tokenizers.Tokenizer)  # no transformers/torch import in a Ray Data row actor
     full = token_length_stats(table, load_tokenizer("default"))
     assert token_length_stats(table, light) == full
+    # A tokenizer_config that changes tokenization beyond tokenizer.json keeps the transformers tokenizer.
+    model_dir = tmp_path / "model"
+    shutil.copytree(default_model_dir(), model_dir)
+    config_file = model_dir / "tokenizer_config.json"
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    for change in ({"split_special_tokens": True}, {"extra_special_tokens": ["<|tool|>"]}, {"legacy": False}):
+        config_file.write_text(json.dumps({**config, **change}), encoding="utf-8")
+        assert not isinstance(counting_tokenizer(model_dir), tokenizers.Tokenizer), change
 
 
 # ------------------------------------------------------------------------------------------ model-based

@@ -17,8 +17,8 @@ from tuneahead_ray.probe import (
     ReferenceScore,
     trajectory_features,
 )
-from tuneahead_ray.probe._base import answer_loss_sums, mean_answer_loss
-from tuneahead_ray.probe._probe import _hoyer_sparsity
+from tuneahead_ray.probe._base import BaseScores, answer_loss_sums, is_identity_adapter, mean_answer_loss
+from tuneahead_ray.probe._probe import _hoyer_sparsity, run_probe
 from tuneahead_ray.probe._reference import reference_examples
 from tuneahead_ray.schemas import Candidate, DatasetRef, HyperParams
 from tuneahead_ray.testbed import DataSpec, benchmark_items, write_dataset
@@ -31,6 +31,13 @@ def test_probe_length_is_a_fraction_of_the_run_within_floor_and_cap() -> None:
     assert spec.steps_for(100) == 20  # floor
     assert spec.steps_for(10_000) == 100  # cap
     assert spec.steps_for(12) == 12  # never longer than the run itself
+
+
+def test_short_probes_still_measure_at_least_two_interval_points() -> None:
+    spec = ProbeSpec(interval=20)
+    assert spec.interval_for(100) == 20  # 5 points
+    assert spec.interval_for(17) == 8  # 2 points, where every 20 steps would give none
+    assert spec.interval_for(3) == 2
 
 
 def test_probe_spec_rejects_floor_above_cap() -> None:
@@ -153,6 +160,7 @@ def test_before_scores_are_the_base_models_and_shared_across_candidates(
     second = worker.probe(_candidate(clean_data, lr=5e-3, lora_r=16, lora_alpha=32), spec)
     for name in ("probe_heldout_before", "probe_ref_loss_before", "probe_ref_match_before"):
         assert first.features[name] == second.features[name]
+    assert math.isfinite(first.features["probe_grad_consistency"])  # 4 steps, interval 2: two points
     # ... and they are what the bare base model scores on those rows, measured without any adapter.
     candidate = _candidate(clean_data)
     pairs = worker._encoded(candidate)
@@ -166,6 +174,22 @@ def test_before_scores_are_the_base_models_and_shared_across_candidates(
     fresh = ProbeWorker("default", "cpu").probe(_candidate(clean_data, lr=5e-3, lora_r=16, lora_alpha=32), spec)
     for name in PROBE_FEATURES:
         assert fresh.features[name] == pytest.approx(second.features[name], rel=1e-5, abs=1e-7, nan_ok=True), name
+
+
+def test_shared_base_scores_need_a_data_key_and_an_identity_adapter(worker: ProbeWorker, clean_data) -> None:
+    candidate = _candidate(clean_data)
+    pairs = worker._encoded(candidate)
+    pad_id = worker.tokenizer.pad_token_id
+    trainer = StepTrainer(attach_adapter(worker.model, candidate.hp), pairs, candidate.hp, 200, pad_id)
+    try:
+        assert is_identity_adapter(trainer.model)
+        with pytest.raises(ValueError, match="data_key"):
+            run_probe(trainer, 2, ProbeSpec(min_steps=2, max_steps=2), base=BaseScores())
+        for _ in range(5):  # past the warmup's zero first lr
+            trainer.step()
+        assert not is_identity_adapter(trainer.model)  # a trained adapter: its scores are not the base model's
+    finally:
+        worker.model = detach_adapter(trainer.model)
 
 
 # ------------------------------------------------------------------------------------------ reference set

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import sys
@@ -64,7 +65,7 @@ def counting_tokenizer(model: str | Path) -> PreTrainedTokenizerBase | tokenizer
     transformers tokenizer.
     """
     path = resolve_model_dir(model) / "tokenizer.json"
-    if not path.is_file():
+    if not path.is_file() or _config_changes_tokenization(path.parent):
         return untruncated_tokenizer(model)
     import tokenizers
 
@@ -72,6 +73,23 @@ def counting_tokenizer(model: str | Path) -> PreTrainedTokenizerBase | tokenizer
     tokenizer.no_truncation()
     tokenizer.no_padding()
     return tokenizer
+
+
+def _config_changes_tokenization(directory: Path) -> bool:
+    """Does ``tokenizer_config.json`` ask transformers to tokenize differently from ``tokenizer.json`` alone
+    (split special tokens, a prefix space, SentencePiece legacy handling, added tokens only listed there)?"""
+    config_file = directory / "tokenizer_config.json"
+    if not config_file.is_file():
+        return False
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    if config.get("split_special_tokens") or config.get("add_prefix_space") or "legacy" in config:
+        return True
+    listed = {token.get("content") for token in config.get("added_tokens_decoder", {}).values()}
+    for key in ("additional_special_tokens", "extra_special_tokens"):
+        extra = config.get(key) or []
+        listed |= {token if isinstance(token, str) else token.get("content") for token in extra}
+    backend = json.loads((directory / "tokenizer.json").read_text(encoding="utf-8"))
+    return not listed <= {token.get("content") for token in backend.get("added_tokens", [])}
 
 
 def untruncated_tokenizer(model: str | Path) -> PreTrainedTokenizerBase:

@@ -26,6 +26,8 @@ __all__ = ["DESCRIPTORS_VERSION", "ROWS_PER_BLOCK", "STATIC_FEATURES", "compute_
 DESCRIPTORS_VERSION = 2
 #: Rows per Ray Data block and per in-process batch of the per-row pass.
 ROWS_PER_BLOCK = 4096
+#: Without GPUs, models up to this size (safetensors bytes) score the descriptor sample in the driver process.
+DRIVER_SCORING_MAX_BYTES = 256 * 2**20
 #: Every static descriptor, in the stable order of the meta-feature vector.
 STATIC_FEATURES: tuple[str, ...] = (*ROW_FEATURES, *MODEL_FEATURES)
 
@@ -120,9 +122,10 @@ def _run_in_process(table: pa.Table, sample: pa.Table, model: str, device: str) 
 def _run_on_ray(table: pa.Table, sample: pa.Table, model: str, device: str) -> tuple[pa.Table, pa.Table]:
     """Row pass as a Ray Data pipeline over the row actors, model sample at the same time: they are independent.
 
-    With a GPU the sample is a second pipeline on a GPU actor. Without one the driver scores it in a thread while
-    the row actors run: a CPU actor would spend longer starting (importing torch and transformers, loading the
-    model: seconds) than scoring the bounded sample, and it would hold a CPU the row actors could use.
+    With a GPU the sample is a second pipeline on a GPU actor. Without one, a small model's sample is scored by the
+    driver in a thread while the row actors run: a CPU actor would spend longer starting (importing torch and
+    transformers, loading the model: seconds) than scoring it, and would hold a CPU the row actors could use. A
+    larger model goes to a CPU actor, never into the driver's memory (on a cluster the driver is the head node).
     """
     if not ray.is_initialized():
         raise RuntimeError("use_ray=True needs a running Ray: call ray.init() first, or pass use_ray=False")
@@ -137,7 +140,8 @@ def _run_on_ray(table: pa.Table, sample: pa.Table, model: str, device: str) -> t
         num_cpus=1,
         udf_modifying_row_count=False,
     )
-    if _scorer_gpus(device) == 0:
+    gpus = _scorer_gpus(device)
+    if gpus == 0 and _weights_bytes(model) <= DRIVER_SCORING_MAX_BYTES:
         with ThreadPoolExecutor(max_workers=1) as background:
             scored = background.submit(lambda: ModelScorer(model, device)(sample))
             return _collect(rows), scored.result()
@@ -148,12 +152,17 @@ def _run_on_ray(table: pa.Table, sample: pa.Table, model: str, device: str) -> t
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=1),
         num_cpus=1,
-        num_gpus=1,
+        num_gpus=gpus,
         udf_modifying_row_count=False,
     )
     with ThreadPoolExecutor(max_workers=1) as background:
         scored = background.submit(_collect, scores)
         return _collect(rows), scored.result()
+
+
+def _weights_bytes(model: str) -> int:
+    """Size of the model directory's safetensors weights."""
+    return sum(path.stat().st_size for path in resolve_model_dir(model).glob("*.safetensors"))
 
 
 def _scorer_gpus(device: str) -> float:

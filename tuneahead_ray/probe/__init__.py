@@ -1,5 +1,6 @@
 """The probe: the candidate's own first K LoRA steps, its trajectory features, and the per-GPU actor pool."""
 
+from tuneahead_ray.probe._base import BaseScores
 from tuneahead_ray.probe._features import PROBE_FEATURES, trajectory_features
 from tuneahead_ray.probe._pool import ProbePool
 from tuneahead_ray.probe._probe import ProbeTrace, run_probe
@@ -8,6 +9,7 @@ from tuneahead_ray.probe._spec import ProbeSpec
 from tuneahead_ray.probe._worker import PROBE_LOSSES_FILE, ProbeResult, ProbeWorker
 
 __all__ = [
+    "BaseScores",
     "PROBE_FEATURES",
     "PROBE_LOSSES_FILE",
     "REFERENCE_SEED",

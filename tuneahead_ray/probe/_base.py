@@ -15,8 +15,9 @@ import torch
 
 from tuneahead_ray.probe._reference import ReferenceScore, score_reference
 from tuneahead_ray.training import EncodedPairs, collate
+from tuneahead_ray.training._encode import IGNORE_INDEX
 
-__all__ = ["BaseScores", "answer_loss_sums", "mean_answer_loss"]
+__all__ = ["BaseScores", "answer_loss_sums", "is_identity_adapter", "mean_answer_loss"]
 
 
 @torch.no_grad()
@@ -36,9 +37,9 @@ def answer_loss_sums(
     model.train(was_training)
     labels = batch["labels"][:, 1:]
     losses = torch.nn.functional.cross_entropy(
-        logits[:, :-1].float().transpose(1, 2), labels, ignore_index=-100, reduction="none"
+        logits[:, :-1].float().transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none"
     )
-    counts = (labels != -100).sum(dim=1)
+    counts = (labels != IGNORE_INDEX).sum(dim=1)
     return losses.sum(dim=1).double().cpu().numpy(), counts.cpu().numpy()
 
 
@@ -48,11 +49,17 @@ def mean_answer_loss(sums: np.ndarray, counts: np.ndarray) -> float:
     return float(np.sum(sums) / total) if total else float("nan")
 
 
+def is_identity_adapter(model: torch.nn.Module) -> bool:
+    """Does ``model`` compute what its base model computes: every LoRA B matrix is zero (or it has none)?"""
+    return all(not p.detach().any() for name, p in model.named_parameters() if "lora_B" in name)
+
+
 class BaseScores:
     """Per-worker memory of base-model scores: held-out row losses per dataset, reference scores per set.
 
     Its methods take the candidate's freshly attached model, which must not have taken a step yet (it then equals
-    the base model); rows it has not seen are scored with that model and remembered.
+    the base model); rows it has not seen are scored with that model and remembered. ``run_probe`` checks that the
+    adapter is the identity before it reads the memory.
     """
 
     def __init__(self) -> None:

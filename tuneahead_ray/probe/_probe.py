@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from tuneahead_ray.probe._base import BaseScores, answer_loss_sums, mean_answer_loss
+from tuneahead_ray.probe._base import BaseScores, answer_loss_sums, is_identity_adapter, mean_answer_loss
 from tuneahead_ray.probe._reference import ReferenceScore, score_reference
 from tuneahead_ray.probe._spec import ProbeSpec
 from tuneahead_ray.training import EncodedPairs, StepTrainer
@@ -96,12 +96,15 @@ def run_probe(
     """Run ``steps`` steps of ``trainer`` (a fresh candidate run) and record the probe's measurements.
 
     ``reference`` (see :func:`encode_reference`) is scored before and after the steps when given. ``base`` keeps
-    the base model's scores across calls (``data_key`` names the trainer's dataset in it); without one they are
-    measured here.
+    the base model's scores across calls (``data_key`` names the trainer's dataset and encoding in it); without
+    one, or when the fresh adapter is not the identity, they are measured here.
     """
     started = time.perf_counter()
     trace = ProbeTrace(total_steps=trainer.total_steps)
-    base = base if base is not None else BaseScores()
+    if base is not None and data_key is None:
+        raise ValueError("run_probe: a shared BaseScores needs the data_key of the trainer's dataset")
+    if base is None or not is_identity_adapter(trainer.model):
+        base, data_key = BaseScores(), None  # measured here, for this candidate only
     heldout = trainer.unvisited_this_epoch(spec.heldout_size)
     trace.heldout_before = base.heldout_loss(trainer.model, data_key, trainer.pairs, heldout, trainer.pad_id)
     if reference is not None:
@@ -109,13 +112,14 @@ def run_probe(
         trace.reference_before = base.reference(trainer.model, reference_key, reference, trainer.pad_id)
     start_params = [p.detach().clone() for p in trainer.params]
     generator = torch.Generator().manual_seed(trainer.hp.seed)
+    interval = spec.interval_for(steps)
     previous: dict[str, torch.Tensor] = {}
 
     def measure(tr: StepTrainer, batch: dict[str, torch.Tensor], loss: float) -> None:
         step = tr.steps_done
-        if step % spec.interval == spec.interval - 1:
+        if step % interval == interval - 1:
             previous["grad"] = _flat_grad(tr.params)
-        elif step % spec.interval == 0:
+        elif step % interval == 0:
             grad = _flat_grad(tr.params)
             if "grad" in previous:
                 cosine = torch.nn.functional.cosine_similarity(grad, previous.pop("grad"), dim=0)

@@ -18,8 +18,9 @@ class ProbeSpec(BaseModel):
     interval: int = Field(
         20,
         ge=2,
-        description="Every this many steps: gradient consistency, sparsity, parameter change and flatness "
-        "(each point costs about two training steps' worth of extra forward work and gradient copies).",
+        description="Every this many steps, and at least twice per probe (see interval_for): gradient consistency, "
+        "sparsity, parameter change and flatness (each point costs one extra forward pass on the step's batch, "
+        "about half a training step, and two gradient copies).",
     )
     flatness_radius: float = Field(
         0.05, gt=0, le=1, description="Perturbation std relative to each adapter tensor's RMS (landscape flatness)."
@@ -40,6 +41,11 @@ class ProbeSpec(BaseModel):
         if self.min_steps > self.max_steps:
             raise ValueError(f"min_steps ({self.min_steps}) must be <= max_steps ({self.max_steps})")
         return self
+
+    def interval_for(self, probe_steps: int) -> int:
+        """Steps between measurement points of a ``probe_steps``-step probe: ``interval``, shortened to half the
+        probe for short probes so that every probe measures at least two points."""
+        return max(2, min(self.interval, probe_steps // 2))
 
     def steps_for(self, total_steps: int) -> int:
         """K for a run of ``total_steps``: fraction of it, within [min_steps, max_steps], never beyond the run."""

@@ -63,7 +63,7 @@ class ProbeWorker:
         self.device = resolve_device(device)
         self.tokenizer = load_tokenizer(model)
         self.model = load_model(model, self.device)
-        self._pairs: OrderedDict[tuple[str, int], EncodedPairs] = OrderedDict()
+        self._pairs: OrderedDict[tuple[str, str, int], EncodedPairs] = OrderedDict()
         self._fingerprints: dict[tuple[str, int, int], str] = {}
         self._references: dict[tuple[str | None, int], EncodedPairs | None] = {}
         self._base_scores = BaseScores()
@@ -77,9 +77,13 @@ class ProbeWorker:
             self._fingerprints[key] = candidate.dataset.fingerprint()
         return self._fingerprints[key]
 
+    def _data_key(self, candidate: Candidate) -> tuple[str, str, int]:
+        """What the encoded training pairs depend on: dataset content, its record layout and max_seq_len."""
+        return (self._fingerprint(candidate), candidate.dataset.format, candidate.hp.max_seq_len)
+
     def _encoded(self, candidate: Candidate) -> EncodedPairs:
-        """Encoded training pairs, cached per (dataset content, max_seq_len) since grids reuse datasets."""
-        key = (self._fingerprint(candidate), candidate.hp.max_seq_len)
+        """Encoded training pairs, cached per :meth:`_data_key` since grids reuse datasets."""
+        key = self._data_key(candidate)
         if key not in self._pairs:
             table = load_dataset(candidate.dataset)
             self._pairs[key] = encode_pairs(
@@ -108,9 +112,9 @@ class ProbeWorker:
         adapted = attach_adapter(self.model, candidate.hp)
         try:
             trainer = StepTrainer(adapted, pairs, candidate.hp, total, self.tokenizer.pad_token_id)
-            data_key = (self._fingerprint(candidate), candidate.hp.max_seq_len)
             steps = spec.steps_for(total)
-            trace = run_probe(trainer, steps, spec, self._reference(spec), self._base_scores, data_key)
+            reference = self._reference(spec)
+            trace = run_probe(trainer, steps, spec, reference, self._base_scores, self._data_key(candidate))
             saved = _save_state(trainer, trace.losses, state_dir) if state_dir else None
         finally:
             self.model = detach_adapter(adapted)

@@ -94,6 +94,7 @@ def main() -> None:
         probe_seconds.append(min(probes))
         pure_seconds.append(min(pures))
     dataset_setup = statistics.mean(seconds - probe_seconds[index] for index, seconds in first_probe.values())
+    setup_per_probe = dataset_setup * len(first_probe) / len(candidates)
     reload_seconds = [_reload_probe_seconds(c) for c in candidates[:10]]
     full_seconds = []
     for candidate in candidates[: args.full_runs]:
@@ -123,6 +124,8 @@ def main() -> None:
         "probe_overhead_median": statistics.median(p / q - 1 for p, q in zip(probe_seconds, pure_seconds, strict=True)),
         "repeats": args.repeats,
         "first_probe_on_a_dataset_extra_seconds_mean": dataset_setup,
+        "candidates_per_dataset": len(candidates) / len(first_probe),
+        "probe_overhead_with_dataset_setup": overhead + setup_per_probe / statistics.mean(pure_seconds),
         "reload_probe_seconds_mean": statistics.mean(reload_seconds),
         "reuse_vs_reload_speedup": reuse_speedup,
         "full_run_seconds_mean": statistics.mean(full_seconds),
@@ -144,6 +147,10 @@ def main() -> None:
         f"(median {100 * result['probe_overhead_median']:.1f}%) |"
     )
     print(f"| once per dataset and worker: encoding + base-model scores | {1000 * dataset_setup:.0f} ms |")
+    print(
+        f"| overhead with that spread over {result['candidates_per_dataset']:.0f} candidates per dataset | "
+        f"{100 * result['probe_overhead_with_dataset_setup']:.1f}% |"
+    )
     print(
         f"| probe reloading the model each time | {1000 * result['reload_probe_seconds_mean']:.0f} ms "
         f"({reuse_speedup:.2f}x slower) |"

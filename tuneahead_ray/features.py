@@ -6,6 +6,7 @@ appends every finished row to a checkpoint, so a killed run resumes where it sto
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -19,6 +20,9 @@ from tuneahead_ray.workers import PoolConfig, WorkerFailure
 
 __all__ = [
     "DESCRIPTOR_SAMPLE_SIZE",
+    "FeatureProtocolError",
+    "feature_protocol",
+    "open_feature_store",
     "HP_FEATURES",
     "candidate_ids",
     "compute_features",
@@ -185,6 +189,60 @@ def probe_features(
     return failures
 
 
+class FeatureProtocolError(ValueError):
+    """A feature checkpoint computed under another protocol than the one asked for now."""
+
+
+def feature_protocol(spec: ProbeSpec) -> dict:
+    """What every stored feature row depends on besides its candidate: the probe spec and the descriptors' version
+    and sample size. Rows computed under different protocols are not comparable."""
+    from tuneahead_ray.descriptors import DESCRIPTORS_VERSION
+
+    return {
+        "probe": spec.model_dump(mode="json"),
+        "descriptors_version": DESCRIPTORS_VERSION,
+        "descriptor_sample_size": DESCRIPTOR_SAMPLE_SIZE,
+    }
+
+
+def _flat(protocol: dict) -> dict:
+    return {
+        f"{part}.{key}" if isinstance(value, dict) else part: inner
+        for part, value in protocol.items()
+        for key, inner in (value.items() if isinstance(value, dict) else [(None, value)])
+    }
+
+
+def open_feature_store(path: str | Path, spec: ProbeSpec) -> ResultStore:
+    """The feature checkpoint at ``path`` for resuming, with its protocol recorded beside it.
+
+    A checkpoint computed under another protocol (another probe spec, an older descriptor version), or one that does
+    not say, is refused with an error naming the file: resuming it would mix rows that are not comparable.
+    """
+    store = ResultStore(path)
+    protocol_path = store.parquet_path.with_name(store.parquet_path.name + ".protocol.json")
+    protocol = feature_protocol(spec)
+    remedy = f"delete {store.parquet_path} and {store.checkpoint_path} (or write elsewhere) to recompute"
+    if protocol_path.exists():
+        saved = json.loads(protocol_path.read_text(encoding="utf-8"))
+        if saved != protocol:
+            before, now = _flat(saved), _flat(protocol)
+            changed = sorted(key for key in before.keys() | now.keys() if before.get(key) != now.get(key))
+            raise FeatureProtocolError(
+                f"{store.parquet_path}: its {len(store)} rows were computed with another feature protocol "
+                f"(differs in {', '.join(changed)}); {remedy}"
+            )
+    elif len(store):
+        raise FeatureProtocolError(
+            f"{store.parquet_path}: its {len(store)} rows do not record their feature protocol "
+            f"({protocol_path.name} is missing, written by an older version); {remedy}"
+        )
+    else:
+        protocol_path.parent.mkdir(parents=True, exist_ok=True)
+        protocol_path.write_text(json.dumps(protocol, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return store
+
+
 def compute_features(
     candidates: list[Candidate],
     out_path: str | Path,
@@ -199,7 +257,7 @@ def compute_features(
 
     ``on_progress(stage, done, total)`` is called as descriptors and probes finish.
     """
-    store = ResultStore(out_path)
+    store = open_feature_store(out_path, spec)
     fingerprints = dataset_fingerprints(candidates)
     todo = {key: c for key, c in candidate_ids(candidates, fingerprints).items() if key not in store}
     device = pool_config.device if pool_config is not None else "auto"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pyarrow.parquet as pq
+import pytest
 
 from tuneahead_ray.store import ResultStore, write_parquet_atomic
 
@@ -55,3 +56,21 @@ def test_a_fresh_row_equals_the_row_a_resumed_store_reads(tmp_path) -> None:
     resumed = ResultStore(tmp_path / "rows.parquet").rows["a"]
     assert list(fresh) == list(resumed) == ["b", "candidate_id", "nan", "z"]
     assert fresh["z"] == resumed["z"] == [1, 2]
+
+
+def test_feature_checkpoint_refuses_rows_of_another_feature_protocol(tmp_path) -> None:
+    from tuneahead_ray.features import FeatureProtocolError, open_feature_store
+    from tuneahead_ray.probe import ProbeSpec
+
+    path = tmp_path / "features.parquet"
+    store = open_feature_store(path, ProbeSpec())
+    store.append({"candidate_id": "a", "x": 1.0})
+    assert "a" in open_feature_store(path, ProbeSpec())  # same protocol: resumes
+    with pytest.raises(FeatureProtocolError, match=r"features\.parquet.*1 rows.*probe\.interval"):
+        open_feature_store(path, ProbeSpec(interval=10))
+    (tmp_path / "features.parquet.protocol.json").unlink()
+    with pytest.raises(FeatureProtocolError, match="older version"):
+        open_feature_store(path, ProbeSpec())
+    fresh = tmp_path / "other.parquet"
+    assert len(open_feature_store(fresh, ProbeSpec(interval=10))) == 0  # a new checkpoint records its protocol
+    assert (tmp_path / "other.parquet.protocol.json").exists()

@@ -21,6 +21,7 @@ from tuneahead_ray.features import (
     candidate_ids,
     dataset_fingerprints,
     hp_features,
+    open_feature_store,
     probe_features,
     static_features,
 )
@@ -30,7 +31,6 @@ from tuneahead_ray.schemas import Candidate
 from tuneahead_ray.screening._costs import budget_seconds, full_run_seconds
 from tuneahead_ray.screening._launch import probe_state_dir
 from tuneahead_ray.screening._predictors import ScreeningPredictors
-from tuneahead_ray.store import ResultStore
 from tuneahead_ray.workers import PoolConfig, WorkerFailure
 
 __all__ = ["GO", "NO_GO", "ScreeningResult", "probe_set", "screen"]
@@ -191,7 +191,7 @@ def screen(
     if predictors.prescreen is not None:
         _predict(table, predictors.prescreen, "prescreen")
     chosen = probe_set(table, grid, predictors)
-    store = ResultStore(out_dir / "features.parquet")
+    store = open_feature_store(out_dir / "features.parquet", grid.probe)
     todo = {key: ids[key] for key in table["candidate_id"][chosen] if key not in store}
     probe_started = clock()
     state_dirs = {key: str(probe_state_dir(out_dir, key)) for key in todo} if grid.keep_probe_state else None

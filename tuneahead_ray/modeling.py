@@ -94,11 +94,21 @@ def load_tokenizer(model: str | Path) -> PreTrainedTokenizerBase:
 
 
 def load_model(model: str | Path, device: str | torch.device = "auto") -> PreTrainedModel:
-    """The causal LM in the directory, on ``device``, in bf16 on CUDA and fp32 on CPU, never with remote code."""
+    """The causal LM in the directory, on ``device``, in bf16 on CUDA and fp32 on CPU, never with remote code.
+
+    transformers' per-load progress bar stays off: our commands load models between their own progress bars.
+    """
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
 
     target = resolve_device(device) if isinstance(device, str) else device
-    loaded = AutoModelForCausalLM.from_pretrained(
-        resolve_model_dir(model), dtype=_dtype_for(target), trust_remote_code=False, use_safetensors=True
-    )
+    bar_was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        loaded = AutoModelForCausalLM.from_pretrained(
+            resolve_model_dir(model), dtype=_dtype_for(target), trust_remote_code=False, use_safetensors=True
+        )
+    finally:
+        if bar_was_on:
+            hf_logging.enable_progress_bar()
     return loaded.to(target)

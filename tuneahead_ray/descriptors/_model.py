@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ..modeling import DEFAULT_MODEL, load_model
-from ..training import EncodedPairs, answer_agreement, collate, encode_pairs
+from ..training import EncodedPairs, answer_agreement, answer_token_losses, collate, encode_pairs
 from ._common import ArrowBatch, column_texts, exact_mean, untruncated_tokenizer
 
 __all__ = [
@@ -59,10 +59,8 @@ def _mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 def _response_log_perplexity(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean negative log-likelihood of each row's response tokens (labels not equal to -100)."""
-    targets = labels[:, 1:]
-    losses = F.cross_entropy(logits[:, :-1].transpose(1, 2).float(), targets, ignore_index=-100, reduction="none")
-    counted = (targets != -100).sum(dim=1).clamp(min=1)
-    return losses.sum(dim=1) / counted
+    sums, counts = answer_token_losses(logits, labels)
+    return sums / counts.clamp(min=1)
 
 
 class ModelScorer:

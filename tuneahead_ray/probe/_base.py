@@ -14,8 +14,7 @@ import numpy as np
 import torch
 
 from tuneahead_ray.probe._reference import ReferenceScore, score_reference
-from tuneahead_ray.training import EncodedPairs, collate
-from tuneahead_ray.training._encode import IGNORE_INDEX
+from tuneahead_ray.training import EncodedPairs, answer_token_losses, collate
 
 __all__ = ["BaseScores", "answer_loss_sums", "is_identity_adapter", "mean_answer_loss"]
 
@@ -35,12 +34,8 @@ def answer_loss_sums(
     model.eval()
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     model.train(was_training)
-    labels = batch["labels"][:, 1:]
-    losses = torch.nn.functional.cross_entropy(
-        logits[:, :-1].float().transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none"
-    )
-    counts = (labels != IGNORE_INDEX).sum(dim=1)
-    return losses.sum(dim=1).double().cpu().numpy(), counts.cpu().numpy()
+    sums, counts = answer_token_losses(logits, batch["labels"])
+    return sums.double().cpu().numpy(), counts.cpu().numpy()
 
 
 def mean_answer_loss(sums: np.ndarray, counts: np.ndarray) -> float:

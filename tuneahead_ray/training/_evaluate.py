@@ -14,9 +14,19 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from tuneahead_ray.training._encode import collate, encode_pairs
+from tuneahead_ray.training._encode import IGNORE_INDEX, collate, encode_pairs
 
-__all__ = ["answer_agreement", "exact_match", "exact_match_by_group"]
+__all__ = ["answer_agreement", "answer_token_losses", "exact_match", "exact_match_by_group"]
+
+
+def answer_token_losses(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row of a teacher-forced batch: summed cross-entropy over the answer tokens and their number.
+    ``labels`` is -100 outside the answer."""
+    targets = labels[:, 1:]
+    losses = torch.nn.functional.cross_entropy(
+        logits[:, :-1].transpose(1, 2).float(), targets, ignore_index=IGNORE_INDEX, reduction="none"
+    )
+    return losses.sum(dim=1), (targets != IGNORE_INDEX).sum(dim=1)
 
 
 def answer_agreement(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

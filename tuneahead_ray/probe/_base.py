@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from tuneahead_ray.probe._reference import ReferenceScore, score_reference
-from tuneahead_ray.training import EncodedPairs, answer_token_losses, collate
+from tuneahead_ray.training import EncodedPairs, answer_token_losses, collate, eval_mode
 
 __all__ = ["BaseScores", "answer_loss_sums", "is_identity_adapter", "mean_answer_loss"]
 
@@ -28,12 +28,9 @@ def answer_loss_sums(
     Rows are scored in one batch; per-row sums let scores measured in different batches be pooled exactly as the
     batch's own token-weighted mean loss would pool them.
     """
-    device = next(model.parameters()).device
-    batch = {key: value.to(device) for key, value in collate(pairs, indices, pad_id).items()}
-    was_training = model.training
-    model.eval()
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    model.train(was_training)
+    batch = collate(pairs, indices, pad_id, next(model.parameters()).device)
+    with eval_mode(model):
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     sums, counts = answer_token_losses(logits, batch["labels"])
     return sums.double().cpu().numpy(), counts.cpu().numpy()
 

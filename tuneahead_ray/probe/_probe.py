@@ -16,7 +16,7 @@ import torch
 from tuneahead_ray.probe._base import BaseScores, answer_loss_sums, is_identity_adapter, mean_answer_loss
 from tuneahead_ray.probe._reference import ReferenceScore, score_reference
 from tuneahead_ray.probe._spec import ProbeSpec
-from tuneahead_ray.training import EncodedPairs, StepTrainer
+from tuneahead_ray.training import EncodedPairs, StepTrainer, eval_mode
 
 __all__ = ["ProbeTrace", "run_probe"]
 
@@ -57,11 +57,8 @@ def _hoyer_sparsity(vector: torch.Tensor) -> float:
 
 @torch.no_grad()
 def _eval_loss(trainer: StepTrainer, batch: dict[str, torch.Tensor]) -> float:
-    was_training = trainer.model.training
-    trainer.model.eval()
-    loss = float(trainer.loss_on(batch))
-    trainer.model.train(was_training)
-    return loss
+    with eval_mode(trainer.model):
+        return float(trainer.loss_on(batch))
 
 
 @torch.no_grad()

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from tuneahead_ray.training import EncodedPairs, answer_agreement, collate, encode_pairs
+from tuneahead_ray.training import EncodedPairs, answer_agreement, collate, encode_pairs, eval_mode
 
 __all__ = ["REFERENCE_SEED", "ReferenceScore", "encode_reference", "reference_examples", "score_reference"]
 
@@ -75,12 +75,9 @@ def encode_reference(tokenizer: PreTrainedTokenizerBase, path: str | None, size:
 @torch.no_grad()
 def score_reference(model: torch.nn.Module, pairs: EncodedPairs, pad_id: int) -> ReferenceScore:
     """One eval-mode, teacher-forced forward pass over the reference set (no randomness is consumed)."""
-    device = next(model.parameters()).device
-    batch = {key: value.to(device) for key, value in collate(pairs, range(len(pairs)), pad_id).items()}
-    was_training = model.training
-    model.eval()
-    out = model(**batch)
-    model.train(was_training)
+    batch = collate(pairs, range(len(pairs)), pad_id, next(model.parameters()).device)
+    with eval_mode(model):
+        out = model(**batch)
     exact, token_share = answer_agreement(out.logits, batch["labels"])
     return ReferenceScore(
         loss=float(out.loss), exact_match=float(exact.float().mean()), token_accuracy=float(token_share.mean())

@@ -1,7 +1,13 @@
 """Full LoRA fine-tuning runs and their exact-match evaluation (the ground truth the predictor learns)."""
 
 from tuneahead_ray.training._encode import EncodedPairs, collate, encode_pairs
-from tuneahead_ray.training._evaluate import answer_agreement, answer_token_losses, exact_match, exact_match_by_group
+from tuneahead_ray.training._evaluate import (
+    answer_agreement,
+    answer_token_losses,
+    eval_mode,
+    exact_match,
+    exact_match_by_group,
+)
 from tuneahead_ray.training._run import Benchmark, full_run, score_model, testbed_benchmark, train_to_end
 from tuneahead_ray.training._trainer import (
     StepRecord,
@@ -15,6 +21,7 @@ __all__ = [
     "Benchmark",
     "answer_agreement",
     "answer_token_losses",
+    "eval_mode",
     "full_run",
     "score_model",
     "testbed_benchmark",

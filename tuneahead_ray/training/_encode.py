@@ -70,8 +70,10 @@ def encode_pairs(
     return EncodedPairs(sequences, np.asarray(starts), np.asarray(ends), truncated)
 
 
-def collate(pairs: EncodedPairs, indices: Sequence[int], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded batch with labels masked outside each response."""
+def collate(
+    pairs: EncodedPairs, indices: Sequence[int], pad_id: int, device: torch.device | None = None
+) -> dict[str, torch.Tensor]:
+    """Right-padded batch with labels masked outside each response, on ``device`` when given."""
     width = max(len(pairs.input_ids[i]) for i in indices)
     input_ids = torch.full((len(indices), width), pad_id, dtype=torch.long)
     labels = torch.full((len(indices), width), IGNORE_INDEX, dtype=torch.long)
@@ -82,4 +84,5 @@ def collate(pairs: EncodedPairs, indices: Sequence[int], pad_id: int) -> dict[st
         attention[row, : len(ids)] = 1
         start, end = int(pairs.response_start[i]), int(pairs.response_end[i])
         labels[row, start:end] = ids[start:end]
-    return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+    batch = {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+    return batch if device is None else {key: value.to(device) for key, value in batch.items()}

@@ -8,7 +8,8 @@ end-of-turn position) is the reference token: one teacher-forced forward pass in
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -16,7 +17,18 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from tuneahead_ray.training._encode import IGNORE_INDEX, collate, encode_pairs
 
-__all__ = ["answer_agreement", "answer_token_losses", "exact_match", "exact_match_by_group"]
+__all__ = ["answer_agreement", "answer_token_losses", "eval_mode", "exact_match", "exact_match_by_group"]
+
+
+@contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """``model`` in eval mode (no dropout) inside the block, back in the mode it was in afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 def answer_token_losses(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,18 +65,16 @@ def exact_match(
     """Boolean per item: does greedy decoding reproduce the answer exactly?"""
     pairs = encode_pairs(tokenizer, prompts, answers, max_seq_len)
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     correct = np.zeros(len(pairs), dtype=bool)
-    for start in range(0, len(pairs), batch_size):
-        indices = list(range(start, min(start + batch_size, len(pairs))))
-        batch = collate(pairs, indices, tokenizer.pad_token_id)
-        logits = model(
-            input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
-        ).logits
-        hits, _ = answer_agreement(logits.cpu(), batch["labels"])
-        correct[start : start + len(indices)] = hits.numpy()
-    model.train(was_training)
+    with eval_mode(model):
+        for start in range(0, len(pairs), batch_size):
+            indices = list(range(start, min(start + batch_size, len(pairs))))
+            batch = collate(pairs, indices, tokenizer.pad_token_id)
+            logits = model(
+                input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
+            ).logits
+            hits, _ = answer_agreement(logits.cpu(), batch["labels"])
+            correct[start : start + len(indices)] = hits.numpy()
     return correct
 
 

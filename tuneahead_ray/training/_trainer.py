@@ -112,8 +112,7 @@ class StepTrainer:
         return [int(i) for i in self._order[max(self._cursor, len(self._order) - count) :]]
 
     def next_batch(self) -> dict[str, torch.Tensor]:
-        batch = collate(self.pairs, self._next_indices(), self.pad_id)
-        return {key: value.to(self.device) for key, value in batch.items()}
+        return collate(self.pairs, self._next_indices(), self.pad_id, self.device)
 
     def loss_on(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.model(**batch).loss

@@ -65,19 +65,23 @@ def counting_tokenizer(model: str | Path) -> PreTrainedTokenizerBase | tokenizer
     transformers tokenizer.
     """
     path = resolve_model_dir(model) / "tokenizer.json"
-    if not path.is_file() or _config_changes_tokenization(path.parent):
+    if not path.is_file():
+        return untruncated_tokenizer(model)
+    text = path.read_text(encoding="utf-8")  # read once: checked against the config, then loaded
+    if _config_changes_tokenization(path.parent, json.loads(text)):
         return untruncated_tokenizer(model)
     import tokenizers
 
-    tokenizer = tokenizers.Tokenizer.from_file(str(path))
+    tokenizer = tokenizers.Tokenizer.from_str(text)
     tokenizer.no_truncation()
     tokenizer.no_padding()
     return tokenizer
 
 
-def _config_changes_tokenization(directory: Path) -> bool:
+def _config_changes_tokenization(directory: Path, backend: dict) -> bool:
     """Does ``tokenizer_config.json`` ask transformers to tokenize differently from ``tokenizer.json`` alone
-    (split special tokens, a prefix space, SentencePiece legacy handling, added tokens only listed there)?"""
+    (``backend``, parsed): split special tokens, a prefix space, SentencePiece legacy handling, added tokens only
+    listed there?"""
     config_file = directory / "tokenizer_config.json"
     if not config_file.is_file():
         return False
@@ -88,7 +92,6 @@ def _config_changes_tokenization(directory: Path) -> bool:
     for key in ("additional_special_tokens", "extra_special_tokens"):
         extra = config.get(key) or []
         listed |= {token if isinstance(token, str) else token.get("content") for token in extra}
-    backend = json.loads((directory / "tokenizer.json").read_text(encoding="utf-8"))
     return not listed <= {token.get("content") for token in backend.get("added_tokens", [])}
 
 

@@ -3,6 +3,7 @@ then a cheap per-dataset reduction; results cached on disk by dataset content ha
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Iterator
@@ -143,7 +144,7 @@ def _run_on_ray(table: pa.Table, sample: pa.Table, model: str, device: str) -> t
     gpus = _scorer_gpus(device)
     if gpus == 0 and _weights_bytes(model) <= DRIVER_SCORING_MAX_BYTES:
         with ThreadPoolExecutor(max_workers=1) as background:
-            scored = background.submit(lambda: ModelScorer(model, device)(sample))
+            scored = background.submit(lambda: _driver_scorer(model, device)(sample))
             return _collect(rows), scored.result()
     scores = ray.data.from_arrow(sample).map_batches(
         ModelScorer,
@@ -158,6 +159,12 @@ def _run_on_ray(table: pa.Table, sample: pa.Table, model: str, device: str) -> t
     with ThreadPoolExecutor(max_workers=1) as background:
         scored = background.submit(_collect, scores)
         return _collect(rows), scored.result()
+
+
+@functools.lru_cache(maxsize=1)
+def _driver_scorer(model: str, device: str) -> ModelScorer:
+    """The driver's scorer for small models, loaded once per process rather than once per dataset."""
+    return ModelScorer(model, device)
 
 
 def _weights_bytes(model: str) -> int:

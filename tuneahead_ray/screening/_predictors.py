@@ -46,11 +46,14 @@ def _train_default(corpus: Path, directory: Path, groups: tuple[str, ...]) -> No
 
 
 def _default_dir(corpus: Path, groups: tuple[str, ...]) -> Path:
-    from tuneahead_ray.predictor import corpus_feature_groups
+    """The cache directory of a default predictor: keyed by the corpus, the feature lists and the regressor's
+    default settings, so that a release changing any of them trains a new one instead of reusing a stale one."""
+    from tuneahead_ray.predictor import PredictorConfig, corpus_feature_groups
 
     digest = hashlib.sha256(corpus.read_bytes())
     for group in groups:
         digest.update(repr(corpus_feature_groups()[group]).encode())
+    digest.update(PredictorConfig().model_dump_json().encode())
     return cache_root() / "predictors" / f"{'-'.join(groups)}-{digest.hexdigest()[:16]}"
 
 

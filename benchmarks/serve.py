@@ -54,7 +54,7 @@ SERVERS = {
     "serve_1": "Serve, 1 replica",
     "serve_2": "Serve, 2 replicas",
     "plain_vs_proxy": "plain uvicorn (again)",
-    "serve_1_python_proxy": "Serve, 1 replica, Python proxy (Serve's default)",
+    "serve_1_python_proxy": "Serve, 1 replica, Python proxy (--no-haproxy; Serve's own default)",
 }
 #: Process groups whose CPU time is counted, by the name a process of this run has.
 GROUPS = ("client", "plain server", "Serve replicas", "HAProxy", "Serve proxy", "rest of Ray")
@@ -356,7 +356,7 @@ def main() -> int:
         run_plain_server(Path(model_dir), Path(token_file), int(port))
         return 0
 
-    environment = apply_serve_environment(haproxy=True)  # before Ray starts, as `tuneahead-ray serve --haproxy`
+    environment = apply_serve_environment()  # before Ray starts, as `tuneahead-ray serve` (HAProxy, guarded)
     load_before = os.getloadavg()
     table, features, source = _training_table()
     started = time.perf_counter()

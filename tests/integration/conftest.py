@@ -7,14 +7,14 @@ from collections.abc import Iterator
 
 import pytest
 
-#: HAProxy mode binds its stats page and exporter on all interfaces, so tests run it only when asked.
-HAPROXY = os.environ.get("TUNEAHEAD_TEST_HAPROXY") == "1"
+#: Tests run what `tuneahead-ray serve` runs: HAProxy behind the guard (TUNEAHEAD_TEST_HAPROXY=0: the Python proxy).
+HAPROXY = os.environ.get("TUNEAHEAD_TEST_HAPROXY", "1") != "0"
 
 
 @pytest.fixture(scope="session")
 def ray_session() -> Iterator[None]:
     """A local Ray with 2 CPUs and 2 (fake) GPUs, started once per session and shut down at its end, in the
-    environment ``tuneahead-ray serve`` gives its Ray (HAProxy only with TUNEAHEAD_TEST_HAPROXY=1).
+    environment ``tuneahead-ray serve`` gives its Ray (HAProxy unless TUNEAHEAD_TEST_HAPROXY=0).
 
     Declaring GPUs on a CPU machine exercises the GPU scheduling path: probe actors request ``num_gpus=1`` and
     fall back to the CPU device because torch sees no CUDA.

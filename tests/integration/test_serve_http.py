@@ -178,18 +178,23 @@ def test_concurrent_single_row_requests_are_predicted_together(service) -> None:
     assert all(body["batch"]["rows"] == body["batch"]["requests"] for body in bodies)  # one row per request
 
 
-@pytest.mark.skipif(
-    os.environ.get("TUNEAHEAD_TEST_HAPROXY") != "1",
-    reason="HAProxy binds on all interfaces: run with TUNEAHEAD_TEST_HAPROXY=1",
-)
-def test_requests_reach_the_replicas_through_haproxy(service) -> None:
-    """The session's Ray has the service's environment: HAProxy answers on the HTTP port, not the Python proxy."""
+def test_requests_reach_the_replicas_through_haproxy_which_listens_on_loopback_only(service) -> None:
+    """The session's Ray has the service's environment: HAProxy answers on the HTTP port, not the Python proxy,
+    and its stats page and exporter listen on 127.0.0.1 (Ray would open them on every interface); its admin
+    socket is owner-only, in a directory only this user can enter."""
     import psutil  # Ray ships it
 
+    if os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") != "1":  # the session's Ray environment (conftest)
+        pytest.skip("run with Serve's Python proxy (TUNEAHEAD_TEST_HAPROXY=0)")
     haproxies = [p for p in psutil.Process().children(recursive=True) if p.name() == "haproxy"]
+    listening = [c.laddr for p in haproxies for c in p.net_connections("tcp") if c.status == psutil.CONN_LISTEN]
     port = int(service.url.rsplit(":", 1)[1])
-    listening = {c.laddr.port for p in haproxies for c in p.net_connections("tcp") if c.status == psutil.CONN_LISTEN}
-    assert port in listening, (port, listening)
+    assert port in {address.port for address in listening}, (port, listening)
+    assert len(listening) >= 3 and {address.ip for address in listening} == {"127.0.0.1"}, listening
+    private = Path(os.environ["RAY_SERVE_HAPROXY_SERVER_STATE_BASE"])
+    assert private.stat().st_mode & 0o777 == 0o700
+    (socket_file,) = private.glob("*/admin.sock")
+    assert socket_file.stat().st_mode & 0o777 == 0o600
 
 
 def test_candidate_specs_are_featurized_by_the_feature_worker(service) -> None:

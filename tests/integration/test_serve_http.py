@@ -178,6 +178,29 @@ def test_concurrent_single_row_requests_are_predicted_together(service) -> None:
     assert all(body["batch"]["rows"] == body["batch"]["requests"] for body in bodies)  # one row per request
 
 
+def test_large_requests_are_a_batch_of_their_own_and_small_ones_still_share(service) -> None:
+    """A request of at least max_batch_size (32) rows skips the batch queue; concurrent small ones still batch."""
+    features = service.predictor.features
+    big = [rows_of(corpus_like_table(40, seed=10 + i), features) for i in range(4)]
+    small = rows_of(corpus_like_table(64, seed=20), features)
+
+    async def fire() -> list[dict]:
+        limits = httpx.Limits(max_connections=80)
+        async with httpx.AsyncClient(base_url=service.url, headers=AUTH, limits=limits, timeout=30) as client:
+            bodies = [{"rows": rows} for rows in big] + [{"rows": [row]} for row in small]
+            responses = await asyncio.gather(*(client.post("/v1/predict", json=body) for body in bodies))
+        assert all(r.status_code == 200 for r in responses), [r.text for r in responses if r.status_code != 200]
+        return [r.json() for r in responses]
+
+    bodies = asyncio.run(fire())
+    for rows, body in zip(big, bodies, strict=False):
+        assert body["batch"] == {"requests": 1, "rows": 40}
+        got = [p["prediction"] for p in body["predictions"]]
+        np.testing.assert_allclose(got, service.predictor.predict(pd.DataFrame(rows)), rtol=0, atol=1e-9)
+    assert max(body["batch"]["requests"] for body in bodies[4:]) > 1  # the small ones were batched together
+    assert all(body["batch"]["rows"] == body["batch"]["requests"] for body in bodies[4:])  # never with a big one
+
+
 def test_requests_reach_the_replicas_through_haproxy_which_listens_on_loopback_only(service) -> None:
     """The session's Ray has the service's environment: HAProxy answers on the HTTP port, not the Python proxy,
     and its stats page and exporter listen on 127.0.0.1 (Ray would open them on every interface); its admin

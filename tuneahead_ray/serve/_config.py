@@ -38,7 +38,13 @@ class ServeConfig(BaseModel):
         description="ProbeSpec fields overriding its defaults; match the corpus's protocol. A plain mapping here, "
         "validated when the FeatureWorker is built, so that the ingress does not import torch",
     )
-    max_batch_size: int = Field(32, ge=1, le=1024, description="Most requests predicted in one model call.")
+    max_batch_size: int = Field(
+        32,
+        ge=1,
+        le=1024,
+        description="Most requests predicted in one model call; a request of at least this many rows is a batch "
+        "already and is predicted on its own, in parallel with the batches.",
+    )
     batch_wait_timeout_s: float = Field(
         0.0,
         ge=0,

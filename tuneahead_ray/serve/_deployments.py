@@ -42,7 +42,7 @@ FeatureWorker = serve.deployment(
 @serve.ingress()
 class ScoreService(ModelBackend):
     """Loads the predictor from the model store (a tampered store raises here, so the deployment fails) and
-    serves the FastAPI app of :func:`create_fastapi_app`; concurrent predictions share one model call."""
+    serves the FastAPI app of :func:`create_fastapi_app`; concurrent small requests share one model call."""
 
     def __init__(self, config: ServeConfig, feature_worker: DeploymentHandle | None = None) -> None:
         predictor, card = load_predictor(config.model_dir)
@@ -59,6 +59,10 @@ class ScoreService(ModelBackend):
         return await asyncio.to_thread(predict_matrices, self.predictor, matrices)
 
     async def predict(self, x: np.ndarray) -> RowPredictions:
+        # Batching pays for small requests; a large one gains nothing from the queue (one batch runs at a time) and
+        # is predicted on its own thread, as the plain backend does (LightGBM releases the GIL while it predicts).
+        if len(x) >= self.config.max_batch_size:
+            return await super().predict(x)
         return await self._predict_batched(x)
 
     async def candidate_row(self, candidate: Candidate) -> dict[str, Any]:

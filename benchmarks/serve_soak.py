@@ -412,6 +412,9 @@ def main() -> int:
     import ray
     from ray import serve
 
+    from tuneahead_ray.serve import apply_serve_environment
+
+    environment = apply_serve_environment()  # as `tuneahead-ray serve`: HAProxy behind the guard
     table, features = training_table()
     with tempfile.TemporaryDirectory() as tmp:
         model_dir, token_file = Path(tmp) / "model", Path(tmp) / "token"
@@ -426,6 +429,7 @@ def main() -> int:
             serve.shutdown()
             ray.shutdown()
     report.update(
+        ray_environment=environment,
         features=len(features),
         concurrency=args.concurrency,
         seed=args.seed,

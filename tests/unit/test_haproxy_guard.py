@@ -18,8 +18,7 @@ GUARD = Path(guard.__file__)
 
 def _ray_config(frontend_host: str) -> str:
     """Ray 2.60's HAProxy config template, rendered with the settings that decide where it listens."""
-    from ray.serve._private.haproxy_templates import HAPROXY_CONFIG_TEMPLATE
-
+    templates = pytest.importorskip("ray.serve._private.haproxy_templates", reason="a Ray without HAProxy ingress")
     environment = jinja2.Environment()
     environment.filters["haproxy_fmt"] = str
     config = SimpleNamespace(
@@ -35,7 +34,7 @@ def _ray_config(frontend_host: str) -> str:
         nbthread=1,
     )
     routes = SimpleNamespace(status=200, routes_content_type="application/json", routes_message="{}")
-    text = environment.from_string(HAPROXY_CONFIG_TEMPLATE).render(config=config, route_info=routes)
+    text = environment.from_string(templates.HAPROXY_CONFIG_TEMPLATE).render(config=config, route_info=routes)
     return text if text.endswith("\n") else text + "\n"  # as Ray writes it
 
 

@@ -1,0 +1,182 @@
+"""How good can any predictor of this corpus be? Oracle features, a learning curve, and the seed-noise floor.
+
+``benchmarks/accuracy.py`` measures TuneAhead against its baselines; this benchmark asks where the remaining error
+comes from, on the same random splits (28% held out, one per seed) and with the same regressor settings:
+
+- **generator oracle**: the testbed generator's own description of each run's dataset (size, levels, label noise,
+  duplication, format corruption, off-target share and the task-family mix, read from ``data_spec``) plus the
+  hyperparameters: everything that defines the run except its seeds. No descriptor of a dataset can know more, so
+  this is the ceiling of better static descriptors.
+- **oracle + probe**: the same with the probe features added.
+- **TuneAhead + proxy score**: what the ProxyLM baseline's proxy fine-tune adds to TuneAhead's own features.
+- **learning curve**: TuneAhead and ProxyLM trained on 40/60/80/100% of each training split, the same held-out
+  rows, extrapolated to 2x and 4x the runs (a power law on RMSE² minus the noise floor²): how much a larger corpus
+  would help.
+- **noise floor**: the seed std of ``benchmarks/noise_floor.py`` (when it has been run), which no predictor of a
+  candidate can beat on average.
+
+Prints markdown tables and writes ``benchmarks/results/accuracy_ceiling.json``.
+
+    python benchmarks/accuracy_ceiling.py [--corpus corpus/corpus.parquet] [--seeds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tuneahead_ray.predictor import (
+    PredictorConfig,
+    ScorePredictor,
+    corpus_feature_groups,
+    evaluation_splits,
+    load_metadataset,
+    regression_metrics,
+)
+
+RESULTS = Path(__file__).resolve().parent / "results"
+TARGET = "score"
+#: The testbed generator's knobs as the corpus records them (``data_*`` columns); the family mix is in data_spec.
+GENERATOR_KNOBS = (
+    "data_size",
+    "data_min_level",
+    "data_max_level",
+    "data_label_noise",
+    "data_duplication",
+    "data_format_corruption",
+    "data_off_target",
+)
+FRACTIONS = (0.4, 0.6, 0.8, 1.0)
+
+
+def with_family_mix(table: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """``table`` plus one ``mix_<family>`` column per task family: its share of the dataset's generator mix."""
+    mixes = [json.loads(spec)["families"] for spec in table["data_spec"]]
+    families = sorted({name for mix in mixes for name in mix})
+    shares = pd.DataFrame(
+        [{f"mix_{name}": mix.get(name, 0.0) / sum(mix.values()) for name in families} for mix in mixes],
+        index=table.index,
+    )
+    return pd.concat([table, shares], axis=1), list(shares.columns)
+
+
+def feature_sets(table: pd.DataFrame, mix: list[str]) -> dict[str, list[str]]:
+    """The feature list of every model compared here, by display name."""
+    groups = corpus_feature_groups()
+    static, probe, hp = list(groups["static"]), list(groups["probe"]), list(groups["hp"])
+    table["proxy_gain"] = table["proxy_score"] - table["proxy_base_score"]
+    oracle = [*GENERATOR_KNOBS, *mix, *hp]
+    return {
+        "TuneAhead (static + probe + hp)": [*static, *probe, *hp],
+        "generator oracle (data spec + hp)": oracle,
+        "generator oracle + probe": [*oracle, *probe],
+        "ProxyLM (proxy + static + hp)": ["proxy_score", "proxy_gain", *static, *hp],
+        "TuneAhead + proxy score": [*static, *probe, *hp, "proxy_score", "proxy_gain"],
+    }
+
+
+def evaluate(
+    table: pd.DataFrame, features: list[str], splits: list, config: PredictorConfig, fraction: float = 1.0
+) -> dict[str, float]:
+    """Mean held-out metrics over ``splits``, training on the first ``fraction`` of each (shuffled) training split."""
+    y = table[TARGET].to_numpy(dtype=float)
+    rows = []
+    for index, (train, test) in enumerate(splits):
+        keep = int(round(fraction * len(train)))
+        subset = train if keep == len(train) else np.sort(np.random.default_rng(index).permutation(train)[:keep])
+        model = ScorePredictor(features, config).fit(table.iloc[subset], TARGET)
+        rows.append(regression_metrics(y[test], model.predict(table.iloc[test])))
+    frame = pd.DataFrame(rows)
+    return {**frame.mean().to_dict(), "rmse_std": float(frame["rmse"].std()), "n_train": len(subset)}
+
+
+def extrapolate(points: list[dict[str, float]], floor: float, factor: float) -> float:
+    """RMSE with ``factor`` times the largest training set: a power law fitted to RMSE² − floor² (the part more
+    training runs can shrink) against training runs, on the learning curve's ``points``."""
+    runs = np.log([p["n_train"] for p in points])
+    excess = np.log(np.maximum([p["rmse"] ** 2 - floor**2 for p in points], 1e-9))
+    slope, intercept = np.polyfit(runs, excess, 1)
+    return float(np.sqrt(floor**2 + np.exp(intercept + slope * np.log(factor * points[-1]["n_train"]))))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", type=Path, default=Path("corpus/corpus.parquet"), help="corpus Parquet file")
+    parser.add_argument("--seeds", type=int, default=5, help="random held-out splits (default 5)")
+    parser.add_argument("--test-size", type=float, default=0.28, help="held-out share (default 0.28)")
+    parser.add_argument("--n-jobs", type=int, default=1, help="LightGBM threads (default 1)")
+    parser.add_argument("--out", type=Path, default=RESULTS / "accuracy_ceiling.json")
+    args = parser.parse_args()
+
+    started = time.perf_counter()
+    table, mix = with_family_mix(load_metadataset(args.corpus, TARGET))
+    sets = feature_sets(table, mix)
+    config = PredictorConfig(n_jobs=args.n_jobs)
+    splits = evaluation_splits(len(table), args.seeds, args.test_size, seed=0)
+    target_std = float(table[TARGET].std())
+    print(f"corpus: {args.corpus}: {len(table)} runs, score std {target_std:.2f} pp")
+    print(f"{args.seeds} random splits, {args.test_size:.0%} held out")
+
+    models = {}
+    print("\n| model | features | RMSE (pp) | RMSE / std | within ±3pp |\n| --- | --- | --- | --- | --- |")
+    for name, features in sets.items():
+        models[name] = evaluate(table, features, splits, config)
+        m = models[name]
+        print(
+            f"| {name} | {len(features)} | {m['rmse']:.2f} ± {m['rmse_std']:.2f} | {m['rmse_over_std']:.3f} "
+            f"| {100 * m['within_3pp']:.1f}% |",
+            flush=True,
+        )
+
+    curve: dict[str, list[dict[str, float]]] = {}
+    picked = ("TuneAhead (static + probe + hp)", "ProxyLM (proxy + static + hp)")
+    print("\n| training runs | " + " | ".join(f"{name} RMSE (pp)" for name in picked) + " |")
+    print("| --- | --- | --- |")
+    for fraction in FRACTIONS:
+        points = {
+            name: models[name] if fraction == 1.0 else evaluate(table, sets[name], splits, config, fraction)
+            for name in picked
+        }
+        for name, point in points.items():
+            curve.setdefault(name, []).append({"fraction": fraction, **point})
+        n_train = points[picked[0]]["n_train"]
+        print(f"| {n_train} | " + " | ".join(f"{points[name]['rmse']:.2f}" for name in picked) + " |", flush=True)
+
+    floor_path = RESULTS / "noise_floor.json"
+    floor = json.loads(floor_path.read_text(encoding="utf-8")) if floor_path.exists() else None
+    seed_std = 0.0 if floor is None else floor["seed_std_pp"]
+    projected = {name: {f"{k}x": extrapolate(points, seed_std, k) for k in (2, 4)} for name, points in curve.items()}
+    for name, values in projected.items():
+        print(f"{name}: extrapolated RMSE with 2x / 4x the runs {values['2x']:.2f} / {values['4x']:.2f} pp")
+    if floor is not None:
+        print(f"\nnoise floor: seed std {seed_std:.2f} pp = RMSE/std {seed_std / target_std:.3f}")
+    seconds = time.perf_counter() - started
+    result = {
+        "corpus": str(args.corpus),
+        "rows": len(table),
+        "target_std": target_std,
+        "splits": args.seeds,
+        "test_size": args.test_size,
+        "config": config.model_dump(),
+        "feature_sets": sets,
+        "models": models,
+        "learning_curve": curve,
+        "extrapolated_rmse": projected,
+        "noise_floor_seed_std_pp": None if floor is None else floor["seed_std_pp"],
+        "seconds": seconds,
+        "machine": platform.platform(),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(f"\nwrote {args.out} ({seconds:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -212,3 +212,22 @@ def test_default_predictor_cache_key_follows_corpus_features_and_settings(tmp_pa
     monkeypatch.setenv("TUNEAHEAD_CACHE", str(tmp_path / "cache"))
     corpus.write_bytes(b"second corpus")
     assert _default_dir(corpus, ("static", "probe", "hp")) != full
+
+
+def test_the_shipped_corpus_is_package_data_so_a_wheel_install_has_the_default_predictor() -> None:
+    import fnmatch
+    from pathlib import Path
+
+    import pyarrow.parquet as pq
+
+    import tuneahead_ray
+    from tuneahead_ray.screening import default_corpus_path
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    package = Path(tuneahead_ray.__file__).resolve().parent
+    corpus = default_corpus_path()
+    relative = corpus.relative_to(package / "testbed")  # inside the package, not beside it in the checkout
+    pyproject = tomllib.loads((package.parent / "pyproject.toml").read_text(encoding="utf-8"))
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["tuneahead_ray.testbed"]
+    assert any(fnmatch.fnmatch(str(relative), pattern) for pattern in patterns), (relative, patterns)
+    assert pq.read_metadata(corpus).num_rows >= 1300

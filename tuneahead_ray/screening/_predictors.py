@@ -19,8 +19,9 @@ SCREENING_TARGET = "score"
 
 
 def default_corpus_path() -> Path:
-    """The corpus of completed runs of the embedded model that ships with the project."""
-    return Path(__file__).resolve().parents[2] / "corpus" / "corpus.parquet"
+    """The corpus of completed runs of the embedded model that ships with the package (package data, so that a
+    wheel install has it too; in a checkout it is a link to the repository's ``corpus/corpus.parquet``)."""
+    return Path(__file__).resolve().parents[1] / "testbed" / "assets" / "corpus" / "corpus.parquet"
 
 
 def cache_root() -> Path:

@@ -110,28 +110,35 @@ def test_the_serve_environment_fills_in_only_what_is_unset() -> None:
     assert "RAY_SERVE_ENABLE_HA_PROXY" not in environ  # --no-haproxy: Serve's Python proxy
 
 
-def test_haproxy_is_the_default_behind_the_guard_in_a_private_directory() -> None:
+def test_haproxy_is_the_default_behind_the_guard_in_a_private_directory(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("TUNEAHEAD_CACHE", str(tmp_path / "cache"))
     environ = {"RAY_SERVE_HAPROXY_STATS_PORT": "8404"}
     in_effect = apply_serve_environment(environ)
     assert in_effect["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
     assert in_effect["RAY_SERVE_HAPROXY_STATS_PORT"] == "8404"  # the user's
     assert 0 < int(in_effect["RAY_SERVE_HAPROXY_METRICS_PORT"]) < 65536  # a free one, not Serve's fixed 9101
     assert set(HAPROXY_PORTS) <= set(in_effect)
-    guard = Path(in_effect["RAY_SERVE_HAPROXY_BINARY_PATH"])
-    private = guard.parent
+    launcher = Path(in_effect["RAY_SERVE_HAPROXY_BINARY_PATH"])
+    assert launcher.parent == tmp_path / "cache" / "haproxy-guard"  # not in /tmp, which may be mounted noexec
+    assert launcher.parent.stat().st_mode & 0o777 == 0o700 and launcher.stat().st_mode & 0o777 == 0o700
+    assert "_haproxy_guard.py" in launcher.read_text()
+    private = Path(in_effect["RAY_SERVE_HAPROXY_SERVER_STATE_BASE"])
     assert private.stat().st_mode & 0o777 == 0o700  # other users cannot reach the admin or metrics socket
-    assert guard.stat().st_mode & 0o777 == 0o700 and "_haproxy_guard.py" in guard.read_text()
     for name in ("RAY_SERVE_HAPROXY_CONFIG_FILE_LOC", "RAY_SERVE_HAPROXY_SOCKET_PATH"):
         assert Path(in_effect[name]).parent == private
     # Ray adds "/<56-character node id>/metrics.sock": the socket path must stay within the 107-byte limit.
     assert len(in_effect["RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH"]) + 57 <= 107
+    assert apply_serve_environment({})["RAY_SERVE_HAPROXY_BINARY_PATH"] == str(launcher)  # written once, reused
 
 
-def test_haproxy_choices_of_the_user_win(monkeypatch) -> None:
+def test_haproxy_choices_of_the_user_win_and_a_guard_that_cannot_start_falls_back(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("TUNEAHEAD_CACHE", str(tmp_path / "cache"))
     own = {"RAY_SERVE_HAPROXY_BINARY_PATH": "/opt/haproxy"}
     assert apply_serve_environment(own)["RAY_SERVE_HAPROXY_BINARY_PATH"] == "/opt/haproxy"  # no guard around it
     assert "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC" not in own
     off = {"RAY_SERVE_ENABLE_HA_PROXY": "0"}
     assert "RAY_SERVE_HAPROXY_BINARY_PATH" not in apply_serve_environment(off)  # the Python proxy, as asked
+    monkeypatch.setattr("tuneahead_ray.serve._environment.real_haproxy_binary", lambda: "/bin/false")
+    assert "RAY_SERVE_ENABLE_HA_PROXY" not in apply_serve_environment({})  # fails `-v`: the Python proxy
     monkeypatch.setattr("tuneahead_ray.serve._environment.real_haproxy_binary", lambda: None)
     assert "RAY_SERVE_ENABLE_HA_PROXY" not in apply_serve_environment({})  # no binary (macOS): the Python proxy

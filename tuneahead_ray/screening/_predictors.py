@@ -7,9 +7,9 @@ store format (LightGBM text + hashed JSON card) under a key of the corpus hash; 
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
+from tuneahead_ray.cache import cache_root
 from tuneahead_ray.grid import GridSpec
 
 __all__ = ["SCREENING_TARGET", "ScreeningPredictors", "cache_root", "default_corpus_path", "load_predictors"]
@@ -22,11 +22,6 @@ def default_corpus_path() -> Path:
     """The corpus of completed runs of the embedded model that ships with the package (package data, so that a
     wheel install has it too; in a checkout it is a link to the repository's ``corpus/corpus.parquet``)."""
     return Path(__file__).resolve().parents[1] / "testbed" / "assets" / "corpus" / "corpus.parquet"
-
-
-def cache_root() -> Path:
-    """Where trained default predictors are cached: ``$TUNEAHEAD_CACHE`` or ``~/.cache/tuneahead-ray``."""
-    return Path(os.environ.get("TUNEAHEAD_CACHE", Path.home() / ".cache" / "tuneahead-ray"))
 
 
 class ScreeningPredictors:

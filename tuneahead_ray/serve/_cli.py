@@ -118,7 +118,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         if address == "local":
             print("Ray environment: " + " ".join(f"{name}={value}" for name, value in environment.items()))
             if args.haproxy and environment.get("RAY_SERVE_ENABLE_HA_PROXY") != "1":
-                print("no HAProxy binary on this machine (ray[serve] installs one on Linux): Serve's Python proxy")
+                print("HAProxy is missing or cannot start here (ray[serve] installs it on Linux): Serve's Python proxy")
         signal.signal(signal.SIGTERM, _stop_on_sigterm)
         while True:
             time.sleep(3600)

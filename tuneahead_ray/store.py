@@ -8,24 +8,44 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-__all__ = ["ResultStore", "write_parquet_atomic"]
+__all__ = ["ResultStore", "write_bytes_atomic", "write_parquet_atomic"]
+
+
+@contextmanager
+def _replacing(path: Path) -> Iterator[Path]:
+    """A temp file beside ``path`` to write in the block; it replaces ``path`` when the block succeeds and is
+    removed either way, so ``path`` is always the old complete file or the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_parquet_atomic(table: pa.Table, path: str | Path) -> Path:
     """Write ``table`` to ``path`` via a temp file in the same directory and ``os.replace``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with _replacing(path) as tmp:
         pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_bytes_atomic(data: bytes, path: str | Path, mode: int | None = None) -> Path:
+    """Write ``data`` to ``path`` the same way; with ``mode``, the file has those permissions before it appears."""
+    path = Path(path)
+    with _replacing(path) as tmp:
+        tmp.write_bytes(data)
+        if mode is not None:
+            tmp.chmod(mode)
     return path
 
 

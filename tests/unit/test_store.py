@@ -7,7 +7,7 @@ import math
 import pyarrow.parquet as pq
 import pytest
 
-from tuneahead_ray.store import ResultStore, write_parquet_atomic
+from tuneahead_ray.store import ResultStore, write_bytes_atomic, write_parquet_atomic
 
 
 def test_rows_survive_a_restart_and_a_torn_last_line_is_dropped(tmp_path) -> None:
@@ -47,6 +47,17 @@ def test_atomic_write_replaces_the_whole_file(tmp_path) -> None:
     path = write_parquet_atomic(pa.table({"x": [1, 2]}), tmp_path / "t.parquet")
     write_parquet_atomic(pa.table({"x": [3]}), path)
     assert pq.read_table(path).column("x").to_pylist() == [3]
+
+
+def test_atomic_bytes_replace_the_file_with_the_mode_asked_and_a_failure_keeps_the_old_one(tmp_path) -> None:
+    target = tmp_path / "sub" / "launcher"
+    write_bytes_atomic(b"old", target)
+    write_bytes_atomic(b"new", target, mode=0o700)
+    assert target.read_bytes() == b"new" and target.stat().st_mode & 0o777 == 0o700
+    with pytest.raises(TypeError):
+        write_bytes_atomic("not bytes", target)  # type: ignore[arg-type]
+    assert target.read_bytes() == b"new"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["launcher"]  # no temp file left behind
 
 
 def test_a_fresh_row_equals_the_row_a_resumed_store_reads(tmp_path) -> None:

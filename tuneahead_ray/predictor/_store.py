@@ -23,6 +23,7 @@ from tuneahead_ray import __version__
 from tuneahead_ray.predictor._conformal import ConformalInterval
 from tuneahead_ray.predictor._errors import ModelStoreError
 from tuneahead_ray.predictor._model import PredictorConfig, ScorePredictor
+from tuneahead_ray.store import write_bytes_atomic
 
 __all__ = [
     "CARD_FILE",
@@ -94,15 +95,6 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def save_predictor(predictor: ScorePredictor, directory: str | os.PathLike[str]) -> ModelCard:
     """Write a fitted predictor to ``directory`` (created if needed); the card is written last."""
     if predictor.booster is None or predictor.interval is None:
@@ -135,8 +127,8 @@ def save_predictor(predictor: ScorePredictor, directory: str | os.PathLike[str])
     )
     card = card.model_copy(update={"card_sha256": card.content_sha256()})
     for name, text in texts.items():
-        _write_atomic(directory / name, text)
-    _write_atomic(directory / CARD_FILE, (card.model_dump_json(indent=2) + "\n").encode("utf-8"))
+        write_bytes_atomic(text, directory / name)
+    write_bytes_atomic((card.model_dump_json(indent=2) + "\n").encode("utf-8"), directory / CARD_FILE)
     return card
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,7 @@ import pandas as pd
 import pyarrow as pa
 
 from tuneahead_ray.grid import GridSpec
-from tuneahead_ray.store import write_parquet_atomic
+from tuneahead_ray.store import write_bytes_atomic, write_parquet_atomic
 
 __all__ = ["DATASET_FLAGS", "REPORT_VERSION", "dataset_flags", "report_payload", "write_report"]
 
@@ -106,15 +105,6 @@ def report_payload(result, grid: GridSpec) -> dict:
     )
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_report(result, grid: GridSpec, out_dir: str | Path) -> dict[str, Path]:
     """Write the three outputs into ``out_dir``; return their paths by kind."""
     from tuneahead_ray.report._html import render_html
@@ -128,6 +118,6 @@ def write_report(result, grid: GridSpec, out_dir: str | Path) -> dict[str, Path]
     }
     write_parquet_atomic(pa.Table.from_pandas(result.table, preserve_index=False), paths["parquet"])
     payload = report_payload(result, grid)
-    _write_text_atomic(paths["json"], json.dumps(payload, indent=1, allow_nan=False) + "\n")
-    _write_text_atomic(paths["html"], render_html(payload, result))
+    write_bytes_atomic((json.dumps(payload, indent=1, allow_nan=False) + "\n").encode("utf-8"), paths["json"])
+    write_bytes_atomic(render_html(payload, result).encode("utf-8"), paths["html"])
     return paths

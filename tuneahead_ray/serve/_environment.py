@@ -33,6 +33,7 @@ from collections.abc import MutableMapping
 from pathlib import Path
 
 from tuneahead_ray.cache import cache_root
+from tuneahead_ray.store import write_bytes_atomic
 
 __all__ = ["HAPROXY_ENVIRONMENT", "HAPROXY_PORTS", "SERVE_ENVIRONMENT", "apply_serve_environment"]
 
@@ -117,10 +118,7 @@ def guard_launcher(binary: str) -> Path:
     directory.chmod(0o700)
     script = directory / f"haproxy-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
     if not script.is_file() or script.read_text(encoding="utf-8") != text:
-        partial = directory / f".{script.name}.{os.getpid()}"
-        partial.write_text(text, encoding="utf-8")
-        partial.chmod(0o700)
-        os.replace(partial, script)
+        write_bytes_atomic(text.encode("utf-8"), script, mode=0o700)
     return script
 
 

@@ -148,14 +148,19 @@ def _summary(report: dict) -> dict:
     return {**report, "per_split": [{k: split[k] for k in keep} for split in report["per_split"]]}
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_split_arguments(parser: argparse.ArgumentParser) -> None:
+    """The corpus, the random held-out splits and the LightGBM threads (shared with accuracy_ceiling.py)."""
     parser.add_argument("--corpus", type=Path, default=Path("corpus/corpus.parquet"), help="corpus Parquet file")
     parser.add_argument("--seeds", type=int, default=5, help="random held-out splits (default 5)")
     parser.add_argument("--test-size", type=float, default=0.28, help="held-out share (default 0.28)")
+    parser.add_argument("--n-jobs", type=int, default=1, help="LightGBM threads (default 1)")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_split_arguments(parser)
     parser.add_argument("--margin", type=float, default=1.0, help="go/no-go threshold above the base score (pp)")
     parser.add_argument("--threshold", type=float, help="absolute go/no-go threshold (overrides --margin)")
-    parser.add_argument("--n-jobs", type=int, default=1, help="LightGBM threads (default 1)")
     parser.add_argument("--interval-method", default="cv", choices=["cv", "cv-normalized", "split"])
     parser.add_argument("--out", type=Path, default=RESULTS / "accuracy.json")
     args = parser.parse_args()

@@ -30,18 +30,17 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from accuracy import RESULTS, TARGET, add_split_arguments, load_corpus, noise_floor
 
 from tuneahead_ray.predictor import (
     PredictorConfig,
+    ProxyLM,
     ScorePredictor,
     corpus_feature_groups,
     evaluation_splits,
-    load_metadataset,
     regression_metrics,
 )
 
-RESULTS = Path(__file__).resolve().parent / "results"
-TARGET = "score"
 #: The testbed generator's knobs as the corpus records them (``data_*`` columns); the family mix is in data_spec.
 GENERATOR_KNOBS = (
     "data_size",
@@ -66,11 +65,10 @@ def with_family_mix(table: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     return pd.concat([table, shares], axis=1), list(shares.columns)
 
 
-def feature_sets(table: pd.DataFrame, mix: list[str]) -> dict[str, list[str]]:
-    """The feature list of every model compared here, by display name."""
+def feature_sets(mix: list[str]) -> dict[str, list[str]]:
+    """The feature list of every model compared here, by display name (``proxy_gain`` as ProxyLM computes it)."""
     groups = corpus_feature_groups()
     static, probe, hp = list(groups["static"]), list(groups["probe"]), list(groups["hp"])
-    table["proxy_gain"] = table["proxy_score"] - table["proxy_base_score"]
     oracle = [*GENERATOR_KNOBS, *mix, *hp]
     return {
         "TuneAhead (static + probe + hp)": [*static, *probe, *hp],
@@ -107,20 +105,18 @@ def extrapolate(points: list[dict[str, float]], floor: float, factor: float) -> 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--corpus", type=Path, default=Path("corpus/corpus.parquet"), help="corpus Parquet file")
-    parser.add_argument("--seeds", type=int, default=5, help="random held-out splits (default 5)")
-    parser.add_argument("--test-size", type=float, default=0.28, help="held-out share (default 0.28)")
-    parser.add_argument("--n-jobs", type=int, default=1, help="LightGBM threads (default 1)")
+    add_split_arguments(parser)
     parser.add_argument("--out", type=Path, default=RESULTS / "accuracy_ceiling.json")
     args = parser.parse_args()
 
     started = time.perf_counter()
-    table, mix = with_family_mix(load_metadataset(args.corpus, TARGET))
-    sets = feature_sets(table, mix)
+    corpus, source = load_corpus(args.corpus)
+    table, mix = with_family_mix(ProxyLM().inputs(corpus))
+    sets = feature_sets(mix)
     config = PredictorConfig(n_jobs=args.n_jobs)
     splits = evaluation_splits(len(table), args.seeds, args.test_size, seed=0)
     target_std = float(table[TARGET].std())
-    print(f"corpus: {args.corpus}: {len(table)} runs, score std {target_std:.2f} pp")
+    print(f"corpus: {source}: {len(table)} runs, score std {target_std:.2f} pp")
     print(f"{args.seeds} random splits, {args.test_size:.0%} held out")
 
     models = {}
@@ -148,17 +144,16 @@ def main() -> int:
         n_train = points[picked[0]]["n_train"]
         print(f"| {n_train} | " + " | ".join(f"{points[name]['rmse']:.2f}" for name in picked) + " |", flush=True)
 
-    floor_path = RESULTS / "noise_floor.json"
-    floor = json.loads(floor_path.read_text(encoding="utf-8")) if floor_path.exists() else None
+    floor = noise_floor(target_std)
     seed_std = 0.0 if floor is None else floor["seed_std_pp"]
     projected = {name: {f"{k}x": extrapolate(points, seed_std, k) for k in (2, 4)} for name, points in curve.items()}
     for name, values in projected.items():
         print(f"{name}: extrapolated RMSE with 2x / 4x the runs {values['2x']:.2f} / {values['4x']:.2f} pp")
     if floor is not None:
-        print(f"\nnoise floor: seed std {seed_std:.2f} pp = RMSE/std {seed_std / target_std:.3f}")
+        print(f"\nnoise floor: seed std {seed_std:.2f} pp = RMSE/std {floor['rmse_over_std_floor']:.3f}")
     seconds = time.perf_counter() - started
     result = {
-        "corpus": str(args.corpus),
+        "corpus": str(source),
         "rows": len(table),
         "target_std": target_std,
         "splits": args.seeds,

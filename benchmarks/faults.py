@@ -149,7 +149,9 @@ def _run(grid: Path, out: Path, address: str, faults: list[tuple[int, str]], clu
             continue
         if code is not None:
             if code != 0:
-                raise RuntimeError(f"screen exited with {code}: see {out.parent / (out.name + '.log')}")
+                log = out.parent / f"{out.name}.log"
+                tail = log.read_text(encoding="utf-8", errors="replace")[-6000:]
+                raise RuntimeError(f"screen exited with {code}; the end of {log}:\n{tail}")
             return {"faults": injected, "driver_restarts": restarts, "missed_faults": pending}
         if time.monotonic() > deadline:
             os.killpg(driver.pid, signal.SIGKILL)
@@ -192,6 +194,7 @@ def main() -> None:
     parser.add_argument("--faults", type=int, default=6, help="faults injected, cycling actor, node, driver")
     parser.add_argument("--timeout", type=float, default=1800)
     parser.add_argument("--out", type=Path, default=RESULTS / "faults.json")
+    parser.add_argument("--keep", action="store_true", help="keep the runs' directories and logs even if survived")
     args = parser.parse_args()
 
     import ray
@@ -245,7 +248,7 @@ def main() -> None:
           f"| {facts['driver_restarts']} | {facts['report_equal']} | {facts['parquet_equal']} "
           f"| {facts['checkpointed'] == facts['checkpointed_unique'] == expected} |")  # fmt: skip
     print("survived" if facts["survived"] else f"NOT survived (runs kept in {root})")
-    if facts["survived"]:
+    if facts["survived"] and not args.keep:
         shutil.rmtree(root, ignore_errors=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(facts, indent=1) + "\n", encoding="utf-8")

@@ -1,12 +1,15 @@
 """A pool of stateful Ray actors (one per GPU, or per CPU slot) with backpressure, streaming results and retries.
 
-Each actor is built once (it loads the base model once) and then serves many jobs. At most ``max_in_flight``
-jobs wait on one actor; results stream back as they finish; a job whose actor died under it is resubmitted to a
-replacement actor, up to ``max_retries`` times, and then reported as a failure rather than lost.
+Each actor is built once (it loads the base model once) and then serves many jobs. An actor takes jobs only once
+its constructor has run, so an actor that cannot be placed (its node died, the cluster is smaller than it looked)
+holds none. At most ``max_in_flight`` jobs wait on one actor; results stream back as they finish; a job whose
+actor died under it is resubmitted to a replacement actor, up to ``max_retries`` times, and then reported as a
+failure rather than lost.
 """
 
 from __future__ import annotations
 
+import logging
 import statistics
 import time
 from collections import deque
@@ -21,6 +24,8 @@ __all__ = ["PoolConfig", "WorkerFailure", "WorkerPool", "run_into_store"]
 
 _WORKER_LOST = (RayActorError, ActorDiedError, ActorUnavailableError, WorkerCrashedError)
 ADAPTIVE_TIMEOUT_FLOOR_S = 120.0
+NO_WORKER_WARNING_S = 60.0
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -34,7 +39,8 @@ class PoolConfig:
     use_gpus: bool | None = None
     cpus_per_worker: float = 1.0
     max_in_flight: int = 2  # jobs queued on one actor at a time (backpressure)
-    max_retries: int = 2  # resubmissions of a job whose actor died under it
+    # Resubmissions of a job whose actor died under it; also restarts of an actor that failed to start.
+    max_retries: int = 2
     device: str = "auto"
     # A job unanswered this long counts as lost: its actor is killed and replaced and the job resubmitted (a
     # result can vanish without an error when a node dies). None: 20x the median job time once 3 jobs finished,
@@ -89,7 +95,16 @@ class WorkerPool:
             max_restarts=0,  # a lost actor is replaced here, and its jobs resubmitted
         )
         self._init_args = init_args
-        self.actors = [self._actor_class.remote(*init_args) for _ in range(count)]
+        self.actors: list[Any] = []
+        self._ready: list[bool] = []  # whether the actor in a slot has run its constructor (it may take jobs)
+        self._starting: dict[ray.ObjectRef, tuple[int, Any]] = {}  # ready pings of actors not yet started
+        self._start_failures: list[int] = []  # consecutive failed starts per slot
+        self._retired: dict[int, str] = {}  # slots given up after too many failed starts, and why
+        for slot in range(count):
+            self.actors.append(None)
+            self._ready.append(False)
+            self._start_failures.append(0)
+            self._start(slot)
         self.replaced = 0
 
     def _timeout(self, durations: list[float]) -> float | None:
@@ -99,10 +114,32 @@ class WorkerPool:
             return None
         return max(ADAPTIVE_TIMEOUT_FLOOR_S, 20 * statistics.median(durations))
 
+    def _start(self, slot: int) -> None:
+        """A new actor in ``slot``; it takes jobs once its ready ping answers."""
+        actor = self._actor_class.remote(*self._init_args)
+        self.actors[slot], self._ready[slot] = actor, False
+        self._starting[actor.__ray_ready__.remote()] = (slot, actor)
+
     def _replace(self, slot: int, actor: Any) -> None:
         if self.actors[slot] is actor:  # first news of this loss: replace the actor once
-            self.actors[slot] = self._actor_class.remote(*self._init_args)
+            self._start(slot)
             self.replaced += 1
+
+    def _started(self, ref: ray.ObjectRef) -> None:
+        """Handle an answered ready ping: the actor takes jobs, or it is restarted, or its slot is given up."""
+        slot, actor = self._starting.pop(ref)
+        if self.actors[slot] is not actor:
+            return  # already replaced
+        try:
+            ray.get(ref)
+        except (*_WORKER_LOST, RayTaskError) as err:
+            self._start_failures[slot] += 1
+            if self._start_failures[slot] > self.config.max_retries:
+                self._retired[slot] = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+            else:
+                self._replace(slot, actor)
+            return
+        self._ready[slot], self._start_failures[slot] = True, 0
 
     def _lost(self, job: _Job, reason: str) -> Iterator[tuple[str, WorkerFailure]]:
         """Requeue a job whose worker was lost, or report it once the retry bound is spent."""
@@ -117,14 +154,35 @@ class WorkerPool:
         in_flight: dict[ray.ObjectRef, tuple[int, Any, _Job, float]] = {}
         load = [0] * len(self.actors)
         durations: list[float] = []
+        waiting_since, warned = time.monotonic(), False
         while queue or in_flight:
+            if queue and not in_flight and len(self._retired) == len(self.actors):
+                reasons = "; ".join(sorted(set(self._retired.values())))
+                while queue:
+                    job = queue.popleft()
+                    error = f"no worker could start ({self.config.max_retries + 1} tries each): {reasons}"
+                    yield job.key, WorkerFailure(job.key, error, job.attempts)
+                break
             for slot, actor in enumerate(self.actors):
-                while queue and load[slot] < self.config.max_in_flight:
+                while self._ready[slot] and queue and load[slot] < self.config.max_in_flight:
                     job = queue.popleft()
                     job.attempts += 1
                     in_flight[getattr(actor, method).remote(*job.args)] = (slot, actor, job, time.monotonic())
                     load[slot] += 1
-            done, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0)
+            if in_flight or not queue:
+                waiting_since = time.monotonic()
+            elif not warned and time.monotonic() - waiting_since > NO_WORKER_WARNING_S:
+                warned = True
+                _log.warning(
+                    "no worker has started in %.0f s: waiting for the cluster to place %d actor(s) "
+                    "(an autoscaler adds nodes for them; check `ray status`)",
+                    NO_WORKER_WARNING_S,
+                    len(self.actors),
+                )
+            done, _ = ray.wait([*in_flight, *self._starting], num_returns=1, timeout=1.0)
+            if done and done[0] in self._starting:
+                self._started(done[0])
+                continue
             if not done:
                 timeout, now = self._timeout(durations), time.monotonic()
                 for ref in [r for r, v in in_flight.items() if timeout is not None and now - v[3] > timeout]:
@@ -151,7 +209,7 @@ class WorkerPool:
     def shutdown(self) -> None:
         for actor in self.actors:
             ray.kill(actor)
-        self.actors = []
+        self.actors, self._ready, self._starting = [], [], {}
 
 
 def run_into_store(

@@ -49,6 +49,8 @@ def test_pool_places_one_actor_per_gpu_and_probes_each_candidate_once(ray_sessio
     pool = ProbePool("default", PoolConfig(max_in_flight=2))
     try:
         assert pool.uses_gpus and len(pool.actors) == 2  # 2 (fake) GPUs, num_gpus=1 each
+        # Both up before the run: an actor takes work only once started, and one could otherwise finish it all.
+        ray.get([actor.__ray_ready__.remote() for actor in pool.actors])
         results = list(pool.run(candidates, ProbeSpec(min_steps=8, max_steps=8)))
     finally:
         pool.shutdown()

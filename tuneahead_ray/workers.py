@@ -95,15 +95,12 @@ class WorkerPool:
             max_restarts=0,  # a lost actor is replaced here, and its jobs resubmitted
         )
         self._init_args = init_args
-        self.actors: list[Any] = []
-        self._ready: list[bool] = []  # whether the actor in a slot has run its constructor (it may take jobs)
+        self.actors: list[Any] = [None] * count
+        self._ready = [False] * count  # whether the actor in a slot has run its constructor (it may take jobs)
         self._starting: dict[ray.ObjectRef, tuple[int, Any]] = {}  # ready pings of actors not yet started
-        self._start_failures: list[int] = []  # consecutive failed starts per slot
+        self._start_failures = [0] * count  # consecutive failed starts per slot
         self._retired: dict[int, str] = {}  # slots given up after too many failed starts, and why
         for slot in range(count):
-            self.actors.append(None)
-            self._ready.append(False)
-            self._start_failures.append(0)
             self._start(slot)
         self.replaced = 0
 
@@ -135,7 +132,8 @@ class WorkerPool:
         except (*_WORKER_LOST, RayTaskError) as err:
             self._start_failures[slot] += 1
             if self._start_failures[slot] > self.config.max_retries:
-                self._retired[slot] = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+                text = str(err).strip()
+                self._retired[slot] = text.splitlines()[-1] if text else type(err).__name__
             else:
                 self._replace(slot, actor)
             return

@@ -6,7 +6,7 @@ for ``serve run`` export them first; for ``serve deploy`` give them to ``ray sta
 every node. A variable already set in the environment wins.
 
 HAProxy ("direct ingress", ``RAY_SERVE_ENABLE_HA_PROXY=1``) is the default of ``tuneahead-ray serve``
-(``--python-proxy`` turns it off): HAProxy listens on ``http_options.host`` and forwards each request to an HTTP
+(``--no-haproxy`` turns it off): HAProxy listens on ``http_options.host`` and forwards each request to an HTTP
 server inside the replica. Ray 2.60 would also bind HAProxy's stats page and Prometheus exporter on all interfaces
 and open its admin socket to every local user; :func:`apply_serve_environment` closes both (see
 :mod:`tuneahead_ray.serve._haproxy_guard`): its files go to a private directory (mode 700) and Ray starts HAProxy

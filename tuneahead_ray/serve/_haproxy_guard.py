@@ -54,8 +54,9 @@ def harden_file(path: str) -> None:
     with open(path, encoding="utf-8") as handle:
         original = handle.read()
     hardened = harden_config(original)
-    if open_binds(hardened):
-        raise SystemExit(f"haproxy guard: {path} still binds all interfaces: {open_binds(hardened)}")
+    still_open = open_binds(hardened)
+    if still_open:
+        raise SystemExit(f"haproxy guard: {path} still binds all interfaces: {still_open}")
     if hardened == original:
         return
     directory = os.path.dirname(path) or "."

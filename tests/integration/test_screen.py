@@ -225,9 +225,9 @@ def test_launch_resumes_go_runs_from_their_probes_and_feeds_the_predictor(
 
 
 def test_predict_grid_agrees_with_the_screening(screened: Path, grid: Path, capsys) -> None:
-    from tuneahead_ray.screening._predictors import _default_dir, default_corpus_path
+    from tuneahead_ray.predictor import default_corpus_path, default_predictor_dir
 
-    model_dir = _default_dir(default_corpus_path(), ("static", "probe", "hp"))  # trained by the screening above
+    model_dir = default_predictor_dir(default_corpus_path())  # trained by the screening above
     out = grid.parent / "predictions.json"
     assert main(["predict", "--model-dir", str(model_dir), "--grid", str(grid), "--out", str(out)]) == 0
     predicted = {row["candidate_id"]: row["prediction"] for row in json.loads(out.read_text())}

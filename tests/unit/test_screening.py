@@ -195,23 +195,22 @@ def test_launch_refuses_a_directory_that_is_not_a_finished_screening(tmp_path, c
 
 
 def test_default_predictor_cache_key_follows_corpus_features_and_settings(tmp_path, monkeypatch) -> None:
-    from tuneahead_ray.predictor import PredictorConfig
-    from tuneahead_ray.screening._predictors import _default_dir
+    from tuneahead_ray.predictor import PredictorConfig, default_predictor_dir
 
     monkeypatch.setenv("TUNEAHEAD_CACHE", str(tmp_path / "cache"))
     corpus = tmp_path / "corpus.parquet"
     corpus.write_bytes(b"first corpus")
-    full = _default_dir(corpus, ("static", "probe", "hp"))
+    full = default_predictor_dir(corpus, ("static", "probe", "hp"))
     assert full.parent == tmp_path / "cache" / "predictors"
-    assert _default_dir(corpus, ("static", "probe", "hp")) == full
-    assert _default_dir(corpus, ("static", "hp")) != full
+    assert default_predictor_dir(corpus, ("static", "probe", "hp")) == full
+    assert default_predictor_dir(corpus, ("static", "hp")) != full
     # Another regressor default (a new release) must not reuse a predictor trained with the old one.
     monkeypatch.setattr(PredictorConfig, "model_dump_json", lambda self, **kw: '{"num_leaves": 7}')
-    assert _default_dir(corpus, ("static", "probe", "hp")) != full
+    assert default_predictor_dir(corpus, ("static", "probe", "hp")) != full
     monkeypatch.undo()
     monkeypatch.setenv("TUNEAHEAD_CACHE", str(tmp_path / "cache"))
     corpus.write_bytes(b"second corpus")
-    assert _default_dir(corpus, ("static", "probe", "hp")) != full
+    assert default_predictor_dir(corpus, ("static", "probe", "hp")) != full
 
 
 def test_the_shipped_corpus_is_package_data_so_a_wheel_install_has_the_default_predictor() -> None:

@@ -37,7 +37,7 @@ def parse(*argv: str) -> argparse.Namespace:
 def test_the_shipped_config_gives_the_service_its_settings() -> None:
     settings = serve_settings(parse())
     assert settings.config == ServeConfig(
-        model_dir=Path("models/predictor"),
+        model_dir="default",
         token_env="TUNEAHEAD_TOKEN",
         max_rows=1000,
         max_body_bytes=1 << 20,
@@ -48,6 +48,33 @@ def test_the_shipped_config_gives_the_service_its_settings() -> None:
     score, worker = settings.deployment_options["ScoreService"], settings.deployment_options["FeatureWorker"]
     assert score["autoscaling_config"]["target_ongoing_requests"] == 16 and score["max_ongoing_requests"] == 64
     assert worker["max_ongoing_requests"] == 1 and "name" not in worker
+
+
+def test_the_default_predictor_is_served_when_no_model_dir_is_given(tmp_path, monkeypatch) -> None:
+    import pyarrow.parquet as pq
+
+    from tuneahead_ray.predictor import (
+        CARD_FILE,
+        corpus_feature_groups,
+        default_corpus_path,
+        default_predictor_dir,
+        read_card,
+    )
+    from tuneahead_ray.predictor import _default as default_module
+
+    small = tmp_path / "corpus.parquet"  # the shipped corpus's first rows: the same columns, trained in a second
+    pq.write_table(pq.read_table(default_corpus_path()).slice(0, 120), small)
+    monkeypatch.setattr(default_module, "default_corpus_path", lambda: small)
+    monkeypatch.setenv("TUNEAHEAD_CACHE", str(tmp_path / "cache"))
+    config = ServeConfig.model_validate({"token_env": "TUNEAHEAD_TOKEN"})
+    assert config.model_dir == "default" == serve_settings(parse("--model-dir", "default")).config.model_dir
+    resolved = config.resolved()  # trains the default predictor, as `screen` does, into the cache
+    assert resolved.model_dir == default_predictor_dir(small) and (resolved.model_dir / CARD_FILE).is_file()
+    card = read_card(resolved.model_dir)
+    assert set(card.features) <= {n for g in ("static", "probe", "hp") for n in corpus_feature_groups()[g]}
+    assert card.metrics["n_train"] == 120
+    assert config.resolved().model_dir == resolved.model_dir  # cached: the same directory, not retrained
+    assert ServeConfig(model_dir=tmp_path / "mine").resolved().model_dir == tmp_path / "mine"
 
 
 def test_command_line_options_override_the_file(tmp_path) -> None:

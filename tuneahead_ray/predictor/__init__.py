@@ -20,6 +20,14 @@ from tuneahead_ray.predictor._baselines import (
 from tuneahead_ray.predictor._cli import add_predictor_commands
 from tuneahead_ray.predictor._conformal import ConformalInterval, conformal_quantile, interval_coverage
 from tuneahead_ray.predictor._curves import PowerLaw, extrapolate_loss, fit_power_law
+from tuneahead_ray.predictor._default import (
+    DEFAULT_TARGET,
+    FULL_GROUPS,
+    PRESCREEN_GROUPS,
+    default_corpus_path,
+    default_predictor_dir,
+    ensure_default_predictor,
+)
 from tuneahead_ray.predictor._errors import MetadatasetError, ModelStoreError
 from tuneahead_ray.predictor._evaluate import (
     WITHIN_PP,
@@ -65,9 +73,12 @@ __all__ = [
     "CARD_VERSION",
     "CORPUS_EXCLUDED",
     "CORPUS_FEATURES",
+    "DEFAULT_TARGET",
     "FEATURE_LABELS",
+    "FULL_GROUPS",
     "MIN_TRAINING_ROWS",
     "MODEL_FILE",
+    "PRESCREEN_GROUPS",
     "SCALE_FILE",
     "WITHIN_PP",
     "ConformalInterval",
@@ -95,7 +106,10 @@ __all__ = [
     "corpus_feature_groups",
     "corpus_models",
     "cross_validate",
+    "default_corpus_path",
     "default_models",
+    "default_predictor_dir",
+    "ensure_default_predictor",
     "evaluation_splits",
     "extrapolate_loss",
     "feature_columns",

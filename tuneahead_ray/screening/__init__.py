@@ -7,7 +7,6 @@ from tuneahead_ray.screening._driver import GO, NO_GO, ScreeningResult, probe_se
 from tuneahead_ray.screening._predictors import (
     SCREENING_TARGET,
     ScreeningPredictors,
-    cache_root,
     default_corpus_path,
     load_predictors,
 )
@@ -22,7 +21,6 @@ __all__ = [
     "ScreeningResult",
     "add_screening_commands",
     "budget_seconds",
-    "cache_root",
     "default_corpus_path",
     "full_run_seconds",
     "full_run_tokens",

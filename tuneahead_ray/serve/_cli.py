@@ -103,7 +103,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     settings = serve_settings(args)
     load_token(settings.config)  # fail here, not in every replica, when the token is missing
-    application = bind_app(settings.config, settings.deployment_options)
+    if settings.config.model_dir == "default":
+        print(
+            "the default predictor: trained on the shipped corpus of runs of the embedded model (the first time, "
+            "~30 s; then cached); --model-dir DIR serves one trained on your own model's runs",
+            flush=True,
+        )
+    config = settings.config.resolved()
+    application = bind_app(config, settings.deployment_options)
     # Our own local Ray, started in the service's environment (Serve reads it when its processes start), unless
     # RAY_ADDRESS names a cluster to join: that cluster has the environment it was started with.
     address = os.environ.get("RAY_ADDRESS") or "local"
@@ -114,7 +121,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     host, port = settings.http_options["host"], settings.http_options["port"]
     try:
         deploy(application, settings.name, settings.route_prefix)
-        print(f"serving {settings.config.model_dir.resolve()} on http://{host}:{port} (docs at /docs); Ctrl-C stops it")
+        print(f"serving {config.model_dir} on http://{host}:{port} (docs at /docs); Ctrl-C stops it")
         if address == "local":
             print("Ray environment: " + " ".join(f"{name}={value}" for name, value in environment.items()))
             if args.haproxy and environment.get("RAY_SERVE_ENABLE_HA_PROXY") != "1":
@@ -133,7 +140,11 @@ def add_serve_command(subparsers: argparse._SubParsersAction) -> None:
     """Register ``serve`` on the main command's sub-parsers."""
     parser = subparsers.add_parser("serve", help="run the prediction service (Ray Serve + FastAPI) locally")
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="Serve config file (serve run format)")
-    parser.add_argument("--model-dir", type=Path, help="predictor directory (overrides the file's model_dir)")
+    parser.add_argument(
+        "--model-dir",
+        help="predictor directory written by `predictor train`, or `default` (overrides the file's model_dir; the "
+        "shipped config serves the default predictor, trained on the shipped corpus and cached on first use)",
+    )
     parser.add_argument("--host", help="address to listen on (overrides http_options.host; keep 127.0.0.1 locally)")
     parser.add_argument("--port", type=int, help="port to listen on (overrides http_options.port)")
     tokens = parser.add_mutually_exclusive_group()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -20,7 +21,12 @@ class ServeConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    model_dir: Path = Field(description="Directory written by `predictor train`; its sha256 card is verified.")
+    model_dir: Literal["default"] | Path = Field(
+        "default",
+        description="Directory written by `predictor train` (its sha256 card is verified), or `default`: the default "
+        "predictor, trained on the shipped corpus of runs of the embedded model and cached on first use, as "
+        "`screen` does",
+    )
     token_env: str | None = Field(None, min_length=1, description="Environment variable holding the bearer token.")
     token_file: Path | None = Field(None, description="File holding the bearer token (surrounding whitespace ignored).")
     max_rows: int = Field(1000, ge=1, le=100_000, description="Most meta-feature rows per request.")
@@ -59,9 +65,18 @@ class ServeConfig(BaseModel):
             raise ValueError("set at most one of token_env and token_file")
         return self
 
+    def model_dir_path(self) -> Path:
+        """The absolute predictor directory (the default predictor's is trained now unless cached)."""
+        if self.model_dir == "default":
+            from tuneahead_ray.predictor import ensure_default_predictor
+
+            return ensure_default_predictor()
+        return self.model_dir.expanduser().resolve()
+
     def resolved(self) -> ServeConfig:
-        """The same config with absolute paths, so that replicas do not depend on their working directory."""
-        paths = {"model_dir": self.model_dir.expanduser().resolve()}
+        """The same config with absolute paths, so that replicas do not depend on their working directory; the
+        default predictor is trained here (once, then cached) and replaced by its directory."""
+        paths = {"model_dir": self.model_dir_path()}
         if self.token_file is not None:
             paths["token_file"] = self.token_file.expanduser().resolve()
         if self.data_root is not None:

@@ -1,0 +1,63 @@
+"""The default predictor: trained on the shipped corpus of runs of the embedded model the first time it is needed
+and cached in the model store format (LightGBM text + hashed JSON card) under ``$TUNEAHEAD_CACHE``.
+
+``screen`` (``predictor: default``) and ``serve`` (``model_dir: default``) both use it, so they agree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from tuneahead_ray.cache import cache_root
+
+__all__ = [
+    "DEFAULT_TARGET",
+    "FULL_GROUPS",
+    "PRESCREEN_GROUPS",
+    "default_corpus_path",
+    "default_predictor_dir",
+    "ensure_default_predictor",
+]
+
+#: The corpus column the default predictors learn: the fine-tuned model's benchmark score (pp).
+DEFAULT_TARGET = "score"
+#: Feature groups of the full TuneAhead predictor and of the probe-free pre-screen predictor.
+FULL_GROUPS: tuple[str, ...] = ("static", "probe", "hp")
+PRESCREEN_GROUPS: tuple[str, ...] = ("static", "hp")
+
+
+def default_corpus_path() -> Path:
+    """The corpus of completed runs of the embedded model that ships with the package (package data, so that a
+    wheel install has it too; in a checkout it is a link to the repository's ``corpus/corpus.parquet``)."""
+    return Path(__file__).resolve().parents[1] / "testbed" / "assets" / "corpus" / "corpus.parquet"
+
+
+def default_predictor_dir(corpus: Path, groups: tuple[str, ...] = FULL_GROUPS) -> Path:
+    """The cache directory of a default predictor: keyed by the corpus, the feature lists and the regressor's
+    default settings, so that a release changing any of them trains a new one instead of reusing a stale one."""
+    from tuneahead_ray.predictor._metadataset import corpus_feature_groups
+    from tuneahead_ray.predictor._model import PredictorConfig
+
+    digest = hashlib.sha256(corpus.read_bytes())
+    for group in groups:
+        digest.update(repr(corpus_feature_groups()[group]).encode())
+    digest.update(PredictorConfig().model_dump_json().encode())
+    return cache_root() / "predictors" / f"{'-'.join(groups)}-{digest.hexdigest()[:16]}"
+
+
+def ensure_default_predictor(groups: tuple[str, ...] = FULL_GROUPS) -> Path:
+    """The directory of the default predictor on ``groups``, trained on the shipped corpus if not cached yet."""
+    from tuneahead_ray.predictor._metadataset import corpus_feature_groups, load_metadataset
+    from tuneahead_ray.predictor._model import ScorePredictor
+    from tuneahead_ray.predictor._store import CARD_FILE, save_predictor
+
+    corpus = default_corpus_path()
+    if not corpus.is_file():
+        raise FileNotFoundError(f"the default predictor needs the shipped corpus at {corpus}")
+    directory = default_predictor_dir(corpus, groups)
+    if not (directory / CARD_FILE).is_file():
+        table = load_metadataset(corpus, DEFAULT_TARGET)
+        features = [name for group in groups for name in corpus_feature_groups()[group]]
+        save_predictor(ScorePredictor(features).fit(table, DEFAULT_TARGET), directory)
+    return directory

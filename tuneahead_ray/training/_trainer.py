@@ -7,6 +7,7 @@ candidate's own run.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ from tuneahead_ray.schemas import HyperParams
 from tuneahead_ray.training._encode import EncodedPairs, collate
 
 __all__ = ["StepRecord", "StepTrainer", "attach_adapter", "detach_adapter", "lora_config"]
+
+logger = logging.getLogger(__name__)
 
 
 def lora_config(hp: HyperParams) -> LoraConfig:
@@ -144,7 +147,8 @@ class StepTrainer:
         return StepRecord(self.steps_done, float(loss.detach()), grad_norm, lr, tokens)
 
     def save_state(self, directory: str | Path) -> Path:
-        """Adapter weights, optimizer moments, schedule and data position, so a run can resume exactly here.
+        """Adapter weights, optimizer moments, schedule, data position and random state (the CPU's and, on a GPU, the
+        run device's), so a run can resume exactly here.
 
         Tensors go to safetensors and the rest to JSON: nothing is pickled.
         """
@@ -157,6 +161,8 @@ class StepTrainer:
                     torch.as_tensor(value).detach().cpu().reshape(-1 if key == "step" else value.shape)
                 )
         tensors["torch_rng"] = torch.get_rng_state()
+        if self.device.type == "cuda":  # dropout on a GPU draws from the device's generator, not the CPU's
+            tensors["cuda_rng"] = torch.cuda.get_rng_state(self.device)
         save_file(tensors, str(out / "trainer_state.safetensors"))
         meta = {
             "steps_done": self.steps_done,
@@ -164,12 +170,27 @@ class StepTrainer:
             "cursor": self._cursor,
             "order": self._order.tolist(),
             "numpy_rng": self._rng.bit_generator.state,
+            "device_type": self.device.type,
             # The schedule's lambdas are code, rebuilt from hp on restore; only their position is state.
             "scheduler": {**self.scheduler.state_dict(), "lr_lambdas": [None] * len(self.optimizer.param_groups)},
             "hp": self.hp.model_dump(mode="json"),
         }
         (out / "trainer_state.json").write_text(json.dumps(meta), encoding="utf-8")
         return out
+
+    def _restore_rng(self, tensors: dict[str, torch.Tensor], saved_on: str, source: Path) -> None:
+        """The CPU generator and, for a state saved on a GPU, the run device's generator."""
+        torch.set_rng_state(tensors["torch_rng"])
+        if "cuda_rng" in tensors and self.device.type == "cuda":
+            torch.cuda.set_rng_state(tensors["cuda_rng"], self.device)
+        elif saved_on != self.device.type:
+            logger.warning(
+                "%s: trainer state saved on %s, resumed on %s: the run continues, but random draws (dropout) and "
+                "kernels differ from the uninterrupted run's",
+                source,
+                saved_on,
+                self.device.type,
+            )
 
     def restore_state(self, directory: str | Path) -> None:
         """Continue from ``save_state``: same weights, moments, lr position and next batch."""
@@ -185,7 +206,7 @@ class StepTrainer:
                 if moments:
                     moments["step"] = moments["step"].reshape(())
                     self.optimizer.state[p] = {k: v.to(p.device) if k != "step" else v for k, v in moments.items()}
-        torch.set_rng_state(tensors["torch_rng"])
+        self._restore_rng(tensors, meta.get("device_type", "cpu"), source)
         self.scheduler.load_state_dict(meta["scheduler"])
         for group, lr in zip(self.optimizer.param_groups, self.scheduler.get_last_lr(), strict=True):
             group["lr"] = lr

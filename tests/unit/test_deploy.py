@@ -29,9 +29,14 @@ CRD_FILES = {
     "RayService": "ray.io_rayservices.yaml",
 }
 LAUNCHER_CONFIGS = sorted((DEPLOY / "cluster-launcher").glob("*.yaml"))
-#: The one field where the RayService's Serve config differs from configs/serve.yaml, and why: KubeRay checks the
-#: proxy's health on the pod IP and the serve Service routes traffic there, so it cannot listen on loopback only.
-SERVE_CLUSTER_OVERRIDES = {("http_options", "host"): "0.0.0.0"}
+#: The fields where the RayService's Serve config differs from configs/serve.yaml, and why: KubeRay checks the
+#: proxy's health on the pod IP and the serve Service routes traffic there, so it cannot listen on loopback only; and
+#: replicas on every node load the predictor the image trained at build time (`default` would train one into the
+#: cache of whichever node builds the application, where replicas on other nodes could not read it).
+SERVE_CLUSTER_OVERRIDES = {
+    ("http_options", "host"): "0.0.0.0",
+    ("applications", 0, "args", "model_dir"): "models/predictor",
+}
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 jsonschema = pytest.importorskip("jsonschema")
@@ -208,9 +213,12 @@ def _serve_config() -> tuple[dict, dict]:
 
 def test_rayservice_serves_configs_serve_yaml_listening_on_the_pod_ip() -> None:
     local, cluster = _serve_config()
-    for (section, key), value in SERVE_CLUSTER_OVERRIDES.items():
-        assert cluster[section][key] == value
-        cluster[section][key] = local[section][key]
+    for (*parents, key), value in SERVE_CLUSTER_OVERRIDES.items():
+        cluster_parent, local_parent = cluster, local
+        for name in parents:
+            cluster_parent, local_parent = cluster_parent[name], local_parent[name]
+        assert cluster_parent[key] == value
+        cluster_parent[key] = local_parent[key]
     assert cluster == local
 
 

@@ -15,7 +15,7 @@ on Linux), or where the guard cannot start it, the service falls back to Serve's
 
 Why: a prediction is well under a millisecond of model time, so the service is bound by per-request overhead.
 Behind Serve's default Python proxy every request costs an HTTP parse in the proxy and a Ray actor call each way,
-about 4-6 ms of CPU on 2 cores; behind HAProxy about 0.5 ms and 5x the throughput (``benchmarks/serve.py``, README).
+about 4-6 ms of CPU on 2 cores; behind HAProxy about 0.5 ms and 5x the throughput (``benchmarks/serve.py``, docs/serving.md).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ __all__ = ["HAPROXY_ENVIRONMENT", "HAPROXY_PORTS", "SERVE_ENVIRONMENT", "apply_s
 #: forwards each connection to an HTTP server that every ingress replica runs itself ("direct ingress"), instead of
 #: the Python proxy actor turning each request into a Ray actor call (Ray 2.60 has it; a Ray without it ignores
 #: the variable and keeps the proxy). HAProxy also opens a stats page and a Prometheus exporter, on the ports of
-#: HAPROXY_PORTS, moved to 127.0.0.1 by the guard of :func:`apply_serve_environment`; see README, Serving.
+#: HAPROXY_PORTS, moved to 127.0.0.1 by the guard of :func:`apply_serve_environment`; see docs/serving.md.
 HAPROXY_ENVIRONMENT: dict[str, str] = {"RAY_SERVE_ENABLE_HA_PROXY": "1"}
 
 SERVE_ENVIRONMENT: dict[str, str] = {

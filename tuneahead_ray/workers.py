@@ -15,17 +15,24 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import ray
-from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError, WorkerCrashedError
+if TYPE_CHECKING:
+    import ray
 
 __all__ = ["PoolConfig", "WorkerFailure", "WorkerPool", "run_into_store"]
 
-_WORKER_LOST = (RayActorError, ActorDiedError, ActorUnavailableError, WorkerCrashedError)
 ADAPTIVE_TIMEOUT_FLOOR_S = 120.0
 NO_WORKER_WARNING_S = 60.0
 _log = logging.getLogger(__name__)
+
+
+def _worker_lost_errors() -> tuple[type[Exception], ...]:
+    """Ray's errors for an actor that died or cannot be reached (Ray is imported only once a pool runs, so that
+    the workers themselves load and run without it)."""
+    from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, WorkerCrashedError
+
+    return (RayActorError, ActorDiedError, ActorUnavailableError, WorkerCrashedError)
 
 
 @dataclass(frozen=True)
@@ -74,6 +81,8 @@ class WorkerPool:
     """Actors of ``worker_cls(*init_args)``; ``map_unordered`` calls one method on every job's arguments."""
 
     def __init__(self, worker_cls: type, init_args: tuple, config: PoolConfig | None = None):
+        import ray
+
         if not ray.is_initialized():
             raise RuntimeError("the worker pool needs Ray: call ray.init() (or ray.init(address='auto')) first")
         self.config = config or PoolConfig()
@@ -124,12 +133,15 @@ class WorkerPool:
 
     def _started(self, ref: ray.ObjectRef) -> None:
         """Handle an answered ready ping: the actor takes jobs, or it is restarted, or its slot is given up."""
+        import ray
+        from ray.exceptions import RayTaskError
+
         slot, actor = self._starting.pop(ref)
         if self.actors[slot] is not actor:
             return  # already replaced
         try:
             ray.get(ref)
-        except (*_WORKER_LOST, RayTaskError) as err:
+        except (*_worker_lost_errors(), RayTaskError) as err:
             self._start_failures[slot] += 1
             if self._start_failures[slot] > self.config.max_retries:
                 text = str(err).strip()
@@ -148,6 +160,10 @@ class WorkerPool:
 
     def map_unordered(self, method: str, jobs: Iterable[tuple[str, tuple]]) -> Iterator[tuple[str, Any]]:
         """Yield ``(key, result)`` as jobs finish; ``result`` is a ``WorkerFailure`` for a job that failed."""
+        import ray
+        from ray.exceptions import RayTaskError
+
+        worker_lost = _worker_lost_errors()
         self._queue = queue = deque(_Job(key, args) for key, args in jobs)
         in_flight: dict[ray.ObjectRef, tuple[int, Any, _Job, float]] = {}
         load = [0] * len(self.actors)
@@ -194,7 +210,7 @@ class WorkerPool:
             load[slot] -= 1
             try:
                 result = ray.get(done[0])
-            except _WORKER_LOST as err:
+            except worker_lost as err:
                 self._replace(slot, actor)
                 yield from self._lost(job, type(err).__name__)
                 continue
@@ -205,6 +221,8 @@ class WorkerPool:
             yield job.key, result
 
     def shutdown(self) -> None:
+        import ray
+
         for actor in self.actors:
             ray.kill(actor)
         self.actors, self._ready, self._starting = [], [], {}

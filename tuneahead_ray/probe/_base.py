@@ -14,25 +14,21 @@ import numpy as np
 import torch
 
 from tuneahead_ray.probe._reference import ReferenceScore, score_reference
-from tuneahead_ray.training import EncodedPairs, answer_token_losses, collate, eval_mode
+from tuneahead_ray.training import EncodedPairs, score_rows
 
 __all__ = ["BaseScores", "answer_loss_sums", "is_identity_adapter", "mean_answer_loss"]
 
 
-@torch.no_grad()
 def answer_loss_sums(
     model: torch.nn.Module, pairs: EncodedPairs, indices: Sequence[int], pad_id: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per row, in eval mode: the summed cross-entropy over its answer tokens and the number of answer tokens.
 
-    Rows are scored in one batch; per-row sums let scores measured in different batches be pooled exactly as the
-    batch's own token-weighted mean loss would pool them.
+    Per-row sums let scores measured in different batches be pooled exactly as one batch's token-weighted mean
+    loss would pool them.
     """
-    batch = collate(pairs, indices, pad_id, next(model.parameters()).device)
-    with eval_mode(model):
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    sums, counts = answer_token_losses(logits, batch["labels"])
-    return sums.double().cpu().numpy(), counts.cpu().numpy()
+    scores = score_rows(model, pairs, indices, pad_id)
+    return scores.loss_sums.double().numpy(), scores.counts.numpy()
 
 
 def mean_answer_loss(sums: np.ndarray, counts: np.ndarray) -> float:

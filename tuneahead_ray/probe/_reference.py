@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from tuneahead_ray.training import EncodedPairs, answer_agreement, collate, encode_pairs, eval_mode
+from tuneahead_ray.training import EncodedPairs, encode_pairs, score_rows
 
 __all__ = ["REFERENCE_SEED", "ReferenceScore", "encode_reference", "reference_examples", "score_reference"]
 
@@ -72,13 +72,11 @@ def encode_reference(tokenizer: PreTrainedTokenizerBase, path: str | None, size:
     return encode_pairs(tokenizer, prompts, answers, _MAX_SEQ_LEN)
 
 
-@torch.no_grad()
 def score_reference(model: torch.nn.Module, pairs: EncodedPairs, pad_id: int) -> ReferenceScore:
-    """One eval-mode, teacher-forced forward pass over the reference set (no randomness is consumed)."""
-    batch = collate(pairs, range(len(pairs)), pad_id, next(model.parameters()).device)
-    with eval_mode(model):
-        out = model(**batch)
-    exact, token_share = answer_agreement(out.logits, batch["labels"])
+    """The reference set, teacher-forced in eval mode (no randomness is consumed)."""
+    scores = score_rows(model, pairs, range(len(pairs)), pad_id)
     return ReferenceScore(
-        loss=float(out.loss), exact_match=float(exact.float().mean()), token_accuracy=float(token_share.mean())
+        loss=scores.mean_loss,
+        exact_match=float(scores.exact.float().mean()),
+        token_accuracy=float(scores.token_share.mean()),
     )

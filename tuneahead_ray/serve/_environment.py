@@ -15,7 +15,8 @@ on Linux), or where the guard cannot start it, the service falls back to Serve's
 
 Why: a prediction is well under a millisecond of model time, so the service is bound by per-request overhead.
 Behind Serve's default Python proxy every request costs an HTTP parse in the proxy and a Ray actor call each way,
-about 4-6 ms of CPU on 2 cores; behind HAProxy about 0.5 ms and 5x the throughput (``benchmarks/serve.py``, docs/serving.md).
+about 4-6 ms of CPU on 2 cores; behind HAProxy about 0.5 ms and 5x the throughput (``benchmarks/serve.py``,
+docs/serving.md).
 """
 
 from __future__ import annotations

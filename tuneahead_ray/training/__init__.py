@@ -2,12 +2,16 @@
 
 from tuneahead_ray.training._encode import EncodedPairs, collate, encode_pairs
 from tuneahead_ray.training._evaluate import (
+    SCORING_TOKEN_BUDGET,
+    AnswerScores,
     answer_agreement,
     answer_token_losses,
     eval_mode,
     exact_match,
     exact_match_by_group,
+    score_rows,
 )
+from tuneahead_ray.training._head import answer_head_loss, uses_answer_head
 from tuneahead_ray.training._run import Benchmark, full_run, score_model, testbed_benchmark, train_to_end
 from tuneahead_ray.training._trainer import (
     StepRecord,
@@ -18,7 +22,10 @@ from tuneahead_ray.training._trainer import (
 )
 
 __all__ = [
+    "SCORING_TOKEN_BUDGET",
+    "AnswerScores",
     "Benchmark",
+    "answer_head_loss",
     "answer_agreement",
     "answer_token_losses",
     "eval_mode",
@@ -36,4 +43,6 @@ __all__ = [
     "exact_match",
     "exact_match_by_group",
     "lora_config",
+    "score_rows",
+    "uses_answer_head",
 ]

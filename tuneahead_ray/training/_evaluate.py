@@ -10,14 +10,28 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from tuneahead_ray.training._encode import IGNORE_INDEX, collate, encode_pairs
+from tuneahead_ray.training._encode import IGNORE_INDEX, EncodedPairs, collate, encode_pairs
+from tuneahead_ray.training._head import answer_head_scores, uses_answer_head
 
-__all__ = ["answer_agreement", "answer_token_losses", "eval_mode", "exact_match", "exact_match_by_group"]
+__all__ = [
+    "SCORING_TOKEN_BUDGET",
+    "AnswerScores",
+    "answer_agreement",
+    "answer_token_losses",
+    "eval_mode",
+    "exact_match",
+    "exact_match_by_group",
+    "score_rows",
+]
+
+#: Most padded tokens in one scoring forward pass; rows that fit are scored in a single batch.
+SCORING_TOKEN_BUDGET = 65_536
 
 
 @contextmanager
@@ -53,7 +67,75 @@ def answer_agreement(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.
     return exact, token_share
 
 
+@dataclass(frozen=True)
+class AnswerScores:
+    """Per row, teacher-forced in eval mode: summed answer-token cross-entropy, answer tokens, greedy exact match
+    of the whole answer and the share of answer tokens the arg-max reproduces."""
+
+    loss_sums: torch.Tensor
+    counts: torch.Tensor
+    exact: torch.Tensor
+    token_share: torch.Tensor
+
+    @property
+    def mean_loss(self) -> float:
+        """Token-weighted mean answer loss (NaN without answer tokens)."""
+        total = int(self.counts.sum())
+        return float(self.loss_sums.double().sum() / total) if total else float("nan")
+
+
+def _batch_scores(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> AnswerScores:
+    if uses_answer_head(model):
+        sums, counts, hits = answer_head_scores(model, batch)
+        return AnswerScores(sums, counts, hits == counts, hits.double() / counts.clamp(min=1).double())
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    sums, counts = answer_token_losses(logits, batch["labels"])
+    exact, share = answer_agreement(logits, batch["labels"])
+    return AnswerScores(sums.cpu(), counts.cpu(), exact.cpu(), share.cpu())
+
+
+def _token_budget_batches(pairs: EncodedPairs, indices: Sequence[int], budget: int) -> list[list[int]]:
+    """``indices`` as one batch when its padded size fits ``budget``, else length-sorted batches that each fit."""
+    lengths = {i: len(pairs.input_ids[i]) for i in indices}
+    if not indices or len(indices) * max(lengths.values()) <= budget:
+        return [list(indices)]
+    batches: list[list[int]] = [[]]
+    for i in sorted(indices, key=lengths.__getitem__, reverse=True):  # the first row of a batch is its longest
+        if batches[-1] and (len(batches[-1]) + 1) * lengths[batches[-1][0]] > budget:
+            batches.append([])
+        batches[-1].append(i)
+    return batches
+
+
 @torch.no_grad()
+def score_rows(
+    model: torch.nn.Module,
+    pairs: EncodedPairs,
+    indices: Sequence[int],
+    pad_id: int,
+    token_budget: int = SCORING_TOKEN_BUDGET,
+) -> AnswerScores:
+    """:class:`AnswerScores` of rows ``indices`` (in that order), in eval mode, consuming no randomness.
+
+    Rows go through the model in one batch when they fit ``token_budget`` padded tokens, else in length-sorted
+    batches; a large-vocabulary model computes logits at answer positions only (:mod:`._head`).
+    """
+    if len(indices) == 0:
+        empty = torch.zeros(0)
+        return AnswerScores(empty, empty.long(), empty.bool(), empty.double())
+    device = next(model.parameters()).device
+    position = {index: n for n, index in enumerate(indices)}  # rows are distinct
+    parts: list[tuple[list[int], AnswerScores]] = []
+    with eval_mode(model):
+        for batch_indices in _token_budget_batches(pairs, indices, token_budget):
+            parts.append((batch_indices, _batch_scores(model, collate(pairs, batch_indices, pad_id, device))))
+    order = torch.tensor([position[i] for batch_indices, _ in parts for i in batch_indices])
+    inverse = torch.empty_like(order)
+    inverse[order] = torch.arange(len(order))
+    columns = [torch.cat([getattr(scores, f.name) for _, scores in parts])[inverse] for f in fields(AnswerScores)]
+    return AnswerScores(*columns)
+
+
 def exact_match(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -64,18 +146,9 @@ def exact_match(
 ) -> np.ndarray:
     """Boolean per item: does greedy decoding reproduce the answer exactly?"""
     pairs = encode_pairs(tokenizer, prompts, answers, max_seq_len)
-    device = next(model.parameters()).device
-    correct = np.zeros(len(pairs), dtype=bool)
-    with eval_mode(model):
-        for start in range(0, len(pairs), batch_size):
-            indices = list(range(start, min(start + batch_size, len(pairs))))
-            batch = collate(pairs, indices, tokenizer.pad_token_id)
-            logits = model(
-                input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
-            ).logits
-            hits, _ = answer_agreement(logits.cpu(), batch["labels"])
-            correct[start : start + len(indices)] = hits.numpy()
-    return correct
+    chunks = [range(start, min(start + batch_size, len(pairs))) for start in range(0, len(pairs), batch_size)]
+    hits = [score_rows(model, pairs, chunk, tokenizer.pad_token_id).exact for chunk in chunks]
+    return torch.cat(hits).numpy() if hits else np.zeros(0, dtype=bool)
 
 
 def exact_match_by_group(correct: np.ndarray, groups: Sequence[str]) -> dict[str, float]:

@@ -21,6 +21,7 @@ from transformers import PreTrainedModel, get_scheduler
 
 from tuneahead_ray.schemas import HyperParams
 from tuneahead_ray.training._encode import EncodedPairs, collate
+from tuneahead_ray.training._head import answer_head_loss, uses_answer_head
 
 __all__ = ["StepRecord", "StepTrainer", "attach_adapter", "detach_adapter", "lora_config"]
 
@@ -85,6 +86,7 @@ class StepTrainer:
         self.pad_id = pad_id
         self.device = next(model.parameters()).device
         self.params = [p for p in model.parameters() if p.requires_grad]
+        self._answer_head = uses_answer_head(model)
         self.optimizer = torch.optim.AdamW(self.params, lr=hp.lr, weight_decay=hp.weight_decay)
         self.scheduler = get_scheduler(
             hp.lr_schedule,
@@ -118,7 +120,9 @@ class StepTrainer:
         return collate(self.pairs, self._next_indices(), self.pad_id, self.device)
 
     def loss_on(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.model(**batch).loss
+        """The model's token-weighted mean answer loss on ``batch`` (answer positions only, in chunks, for a
+        large-vocabulary model: see :mod:`._head`)."""
+        return answer_head_loss(self.model, batch) if self._answer_head else self.model(**batch).loss
 
     def step(self, inspect: Callable[[StepTrainer, dict[str, torch.Tensor], float], None] | None = None) -> StepRecord:
         """One optimizer step; a non-finite loss or gradient is recorded and the update skipped.

@@ -80,6 +80,13 @@ class HyperParams(_Frozen):
     max_grad_norm: float | None = Field(1.0, gt=0, description="Gradient clipping norm; None disables it.")
     max_seq_len: int = Field(512, ge=8, le=131072, description="Tokens per sequence after truncation.")
     seed: int = Field(0, ge=0, description="Seed of adapter init, data order and dropout.")
+    group_by_length: bool | None = Field(
+        None,
+        description="Batches of rows of similar length, as Hugging Face Trainer's group_by_length: each epoch's "
+        "shuffled order is cut into megabatches of up to 50 batches, each sorted by length, the longest row first. "
+        "Less padding, the same rows per epoch; part of the run's definition, since it changes the data order. "
+        "None: on for a model directory, off for the embedded model (its corpus was built without it).",
+    )
 
     @field_validator("target_modules", mode="before")
     @classmethod
@@ -109,6 +116,11 @@ class HyperParams(_Frozen):
         elif self.epochs is None:
             object.__setattr__(self, "epochs", 1.0)
         return self
+
+    def identity(self) -> dict:
+        """The JSON payload that identifies the run in content hashes. Length grouping enters it only when on, so
+        runs without it keep the ids they had before the field existed."""
+        return self.model_dump(mode="json", exclude=None if self.group_by_length else {"group_by_length"})
 
     def total_steps(self, num_examples: int) -> int:
         """Optimizer steps of the full run on a dataset of ``num_examples`` records."""
@@ -152,6 +164,12 @@ class Candidate(_Frozen):
             raise ValueError("model must name a directory or 'default'")
         return value
 
+    @model_validator(mode="after")
+    def _resolve_length_grouping(self) -> Candidate:
+        if self.hp.group_by_length is None:  # a candidate's run is fully defined: decide for its model
+            object.__setattr__(self, "hp", self.hp.model_copy(update={"group_by_length": self.model != "default"}))
+        return self
+
     def candidate_id(self, dataset_fingerprint: str | None = None) -> str:
         """Stable id from the content of (model, dataset, hyperparameters).
 
@@ -162,7 +180,7 @@ class Candidate(_Frozen):
                 "model": self.model,
                 "dataset": dataset_fingerprint or str(self.dataset.path),
                 "format": self.dataset.format,
-                "hp": self.hp.model_dump(mode="json"),
+                "hp": self.hp.identity(),
             }
         )
 

@@ -9,6 +9,7 @@ from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from tuneahead_ray.modeling import load_model
 from tuneahead_ray.schemas import HyperParams
+from tuneahead_ray.training import _head as head_module
 from tuneahead_ray.training import (
     answer_agreement,
     answer_head_loss,
@@ -19,7 +20,6 @@ from tuneahead_ray.training import (
     score_rows,
     uses_answer_head,
 )
-from tuneahead_ray.training import _head as head_module
 
 HP = HyperParams(lr=1e-3, lora_r=4, lora_alpha=8, lora_dropout=0.0, batch_size=6, max_steps=4, seed=1)
 

@@ -144,3 +144,19 @@ def test_dataset_ref_resolves_path(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert DatasetRef(path="d.json").path == tmp_path.resolve() / "d.json"
     with pytest.raises(ValidationError, match="format"):
         DatasetRef(path="d.json", format="csv")
+
+
+def test_the_shipped_corpus_run_ids_still_hash_from_their_stored_specs() -> None:
+    """New hyperparameter fields must not change the ids of existing runs (refeature checks them)."""
+    import pyarrow.parquet as pq
+
+    from tuneahead_ray.corpus._sampling import CorpusSpec
+    from tuneahead_ray.predictor import default_corpus_path
+    from tuneahead_ray.testbed import DataSpec
+
+    rows = pq.read_table(default_corpus_path(), columns=["candidate_id", "data_spec", "hp"]).to_pylist()
+    for row in rows:
+        spec = CorpusSpec(
+            data=DataSpec.model_validate_json(row["data_spec"]), hp=HyperParams.model_validate_json(row["hp"])
+        )
+        assert spec.run_id() == row["candidate_id"]

@@ -77,3 +77,43 @@ def test_a_state_resumed_on_another_kind_of_device_says_the_run_is_not_the_same(
     assert "saved on cuda, resumed on cpu" in caplog.text
     assert resumed.steps_done == 1
     detach_adapter(resumed.model)
+
+
+def test_length_grouping_keeps_every_row_once_per_epoch_and_cuts_padding(tokenizer) -> None:
+    import numpy as np
+
+    from tuneahead_ray.training import length_grouped
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(5, 500, size=1000).tolist()
+    order = rng.permutation(1000)
+    grouped = length_grouped(order, lengths, batch_size=8)
+    assert sorted(grouped.tolist()) == list(range(1000))  # a reordering of the epoch, nothing dropped or repeated
+    assert lengths[grouped[0]] == max(lengths)  # the largest batch comes first: it fails at step 1, not midway
+
+    def padded(o) -> int:
+        return sum(8 * max(lengths[i] for i in o[s : s + 8]) for s in range(0, len(o), 8))
+
+    assert padded(grouped) < 0.7 * padded(order)
+
+    model = load_model("default", "cpu")
+    hp = HyperParams(lr=5e-3, lora_r=4, batch_size=4, max_steps=8, seed=3, group_by_length=True)
+    trainer = _trainer(model, tokenizer, hp)
+    seen = [i for _ in range(8) for i in trainer._next_indices()]  # 32 rows: exactly one epoch
+    assert sorted(seen) == list(range(32))
+    detach_adapter(trainer.model)
+
+
+def test_a_candidate_decides_length_grouping_for_its_model_and_keeps_its_old_id(tmp_path) -> None:
+    from tuneahead_ray.schemas import Candidate, DatasetRef, content_hash
+
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"instruction": "a", "output": "b"}\n')
+    embedded = Candidate(model="default", dataset=DatasetRef(path=data), hp=HyperParams(lr=1e-3))
+    real = Candidate(model=str(tmp_path / "qwen"), dataset=DatasetRef(path=data), hp=HyperParams(lr=1e-3))
+    assert embedded.hp.group_by_length is False and real.hp.group_by_length is True
+    before = {"model": "default", "dataset": str(data), "format": "auto", "hp": HyperParams(lr=1e-3).model_dump()}
+    del before["hp"]["group_by_length"]  # the payload of ids made before the field existed
+    assert embedded.candidate_id() == content_hash(before)
+    explicit = Candidate(model="default", dataset=DatasetRef(path=data), hp=HyperParams(lr=1e-3, group_by_length=True))
+    assert explicit.candidate_id() != embedded.candidate_id()

@@ -30,7 +30,7 @@ class CorpusSpec(BaseModel):
     hp: HyperParams
 
     def run_id(self) -> str:
-        return content_hash(self.model_dump(mode="json"))
+        return content_hash({"data": self.data.model_dump(mode="json"), "hp": self.hp.identity()})
 
 
 def dominant_family(spec: DataSpec) -> str:

@@ -18,6 +18,7 @@ from tuneahead_ray.training._trainer import (
     StepTrainer,
     attach_adapter,
     detach_adapter,
+    length_grouped,
     lora_config,
 )
 
@@ -42,6 +43,7 @@ __all__ = [
     "encode_pairs",
     "exact_match",
     "exact_match_by_group",
+    "length_grouped",
     "lora_config",
     "score_rows",
     "uses_answer_head",

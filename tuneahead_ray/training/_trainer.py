@@ -23,7 +23,7 @@ from tuneahead_ray.schemas import HyperParams
 from tuneahead_ray.training._encode import EncodedPairs, collate
 from tuneahead_ray.training._head import answer_head_loss, uses_answer_head
 
-__all__ = ["StepRecord", "StepTrainer", "attach_adapter", "detach_adapter", "lora_config"]
+__all__ = ["StepRecord", "StepTrainer", "attach_adapter", "detach_adapter", "length_grouped", "lora_config"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +51,25 @@ def detach_adapter(model: PeftModel) -> PreTrainedModel:
     return model.unload()
 
 
+#: Batches per megabatch of length grouping (Hugging Face Trainer's default).
+MEGABATCH_BATCHES = 50
+
+
+def length_grouped(order: np.ndarray, lengths: list[int], batch_size: int) -> np.ndarray:
+    """``order`` cut into megabatches of up to 50 batches (fewer on small datasets), each sorted by length,
+    longest first, with the longest row of all moved to the front so that a batch too large fails at the first
+    step (as Hugging Face Trainer's ``group_by_length`` does). Consecutive ``batch_size`` slices then hold rows of
+    similar length."""
+    batches = max(1, min(len(order) // (batch_size * 4), MEGABATCH_BATCHES))
+    size = batches * batch_size
+    megabatches = [
+        sorted(order[start : start + size].tolist(), key=lambda i: -lengths[i]) for start in range(0, len(order), size)
+    ]
+    longest = max(range(len(megabatches)), key=lambda m: lengths[megabatches[m][0]])
+    megabatches[0][0], megabatches[longest][0] = megabatches[longest][0], megabatches[0][0]
+    return np.asarray([i for megabatch in megabatches for i in megabatch], dtype=np.int64)
+
+
 @dataclass(frozen=True)
 class StepRecord:
     """What one optimizer step saw: its loss, the gradient norm before clipping, the lr it used, its tokens."""
@@ -64,6 +83,13 @@ class StepRecord:
     @property
     def finite(self) -> bool:
         return math.isfinite(self.loss) and math.isfinite(self.grad_norm)
+
+
+def _same_run(saved: HyperParams, current: HyperParams) -> bool:
+    """Equal hyperparameters, reading an unset ``group_by_length`` (a state saved before it existed) as off."""
+    return saved.model_copy(update={"group_by_length": bool(saved.group_by_length)}) == current.model_copy(
+        update={"group_by_length": bool(current.group_by_length)}
+    )
 
 
 class StepTrainer:
@@ -95,17 +121,24 @@ class StepTrainer:
             num_training_steps=total_steps,
         )
         self._rng = np.random.default_rng(hp.seed)
-        self._order: np.ndarray = self._rng.permutation(len(pairs))
+        self._order: np.ndarray = self._epoch_order()
         self._cursor = 0
         self.steps_done = 0
         model.train()
+
+    def _epoch_order(self) -> np.ndarray:
+        """A new shuffled order of the rows, length-grouped when the run asks for it."""
+        order = self._rng.permutation(len(self.pairs))
+        if not self.hp.group_by_length:
+            return order
+        return length_grouped(order, [len(ids) for ids in self.pairs.input_ids], self.hp.batch_size)
 
     def _next_indices(self) -> list[int]:
         """The next batch in the current epoch's permutation, drawing a new permutation when it runs out."""
         batch: list[int] = []
         while len(batch) < self.hp.batch_size:
             if self._cursor >= len(self._order):
-                self._order = self._rng.permutation(len(self.pairs))
+                self._order = self._epoch_order()
                 self._cursor = 0
             take = self._order[self._cursor : self._cursor + self.hp.batch_size - len(batch)]
             batch.extend(int(i) for i in take)
@@ -200,7 +233,7 @@ class StepTrainer:
         """Continue from ``save_state``: same weights, moments, lr position and next batch."""
         source = Path(directory)
         meta = json.loads((source / "trainer_state.json").read_text(encoding="utf-8"))
-        if HyperParams.model_validate(meta["hp"]) != self.hp or meta["total_steps"] != self.total_steps:
+        if not _same_run(HyperParams.model_validate(meta["hp"]), self.hp) or meta["total_steps"] != self.total_steps:
             raise ValueError(f"{source}: saved state belongs to a different run (hyperparameters or length differ)")
         tensors = load_file(str(source / "trainer_state.safetensors"))
         with torch.no_grad():

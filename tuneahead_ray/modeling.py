@@ -14,6 +14,7 @@ if TYPE_CHECKING:  # torch and transformers load in seconds: only the functions 
 __all__ = [
     "DEFAULT_MODEL",
     "ModelDirError",
+    "attention_for",
     "default_model_dir",
     "default_proxy_dir",
     "resolve_device",
@@ -93,8 +94,19 @@ def load_tokenizer(model: str | Path) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
+def attention_for(device: torch.device) -> str:
+    """FlashAttention 2 on CUDA where the ``flash_attn`` package is installed, else PyTorch's SDPA kernels (which
+    pick their own flash or memory-efficient kernel): neither keeps the attention matrix for the backward pass."""
+    import importlib.util
+
+    if device.type == "cuda" and importlib.util.find_spec("flash_attn") is not None:
+        return "flash_attention_2"
+    return "sdpa"
+
+
 def load_model(model: str | Path, device: str | torch.device = "auto") -> PreTrainedModel:
-    """The causal LM in the directory, on ``device``, in bf16 on CUDA and fp32 on CPU, never with remote code.
+    """The causal LM in the directory, on ``device``, in bf16 on CUDA and fp32 on CPU, never with remote code,
+    with fused attention kernels (:func:`attention_for`; a model that has none keeps its own).
 
     transformers' per-load progress bar stays off: our commands load models between their own progress bars.
     """
@@ -105,9 +117,13 @@ def load_model(model: str | Path, device: str | torch.device = "auto") -> PreTra
     bar_was_on = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
-        loaded = AutoModelForCausalLM.from_pretrained(
-            resolve_model_dir(model), dtype=_dtype_for(target), trust_remote_code=False, use_safetensors=True
-        )
+        options = {"dtype": _dtype_for(target), "trust_remote_code": False, "use_safetensors": True}
+        try:
+            loaded = AutoModelForCausalLM.from_pretrained(
+                resolve_model_dir(model), attn_implementation=attention_for(target), **options
+            )
+        except (ValueError, ImportError):  # an architecture without SDPA/FlashAttention support
+            loaded = AutoModelForCausalLM.from_pretrained(resolve_model_dir(model), **options)
     finally:
         if bar_was_on:
             hf_logging.enable_progress_bar()

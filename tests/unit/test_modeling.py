@@ -129,3 +129,20 @@ def test_default_tokenizer_has_chat_template_and_pad_token(tokenizer, base_model
         [{"role": "user", "content": "add 1 2"}], tokenize=False, add_generation_prompt=True
     )
     assert "add 1 2" in text
+
+
+def test_models_load_with_fused_attention_kernels(monkeypatch) -> None:
+    import importlib.util
+
+    import torch
+
+    from tuneahead_ray.modeling import attention_for, load_model
+
+    assert load_model("default", "cpu").config._attn_implementation == "sdpa"
+    assert attention_for(torch.device("cpu")) == "sdpa"
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object() if name == "flash_attn" else None)
+    assert attention_for(torch.device("cuda")) == "flash_attention_2"  # where flash-attn is installed
+    monkeypatch.setattr(importlib.util, "find_spec", real_find_spec)
+    if real_find_spec("flash_attn") is None:
+        assert attention_for(torch.device("cuda")) == "sdpa"

@@ -117,3 +117,71 @@ def test_a_candidate_decides_length_grouping_for_its_model_and_keeps_its_old_id(
     assert embedded.candidate_id() == content_hash(before)
     explicit = Candidate(model="default", dataset=DatasetRef(path=data), hp=HyperParams(lr=1e-3, group_by_length=True))
     assert explicit.candidate_id() != embedded.candidate_id()
+
+
+def test_gradient_checkpointing_changes_no_value_and_is_off_again_after_the_run(tokenizer) -> None:
+    hp = HyperParams(lr=5e-3, lora_r=4, lora_alpha=8, lora_dropout=0.3, batch_size=4, max_steps=12, seed=3)
+    model = load_model("default", "cpu")
+    runs = {}
+    for mode in ("off", "on"):
+        prompts = [f"What is {a} plus {b}?" for a in range(8) for b in range(4)]
+        pairs = encode_pairs(tokenizer, prompts, [str(a + b) for a in range(8) for b in range(4)], hp.max_seq_len)
+        trainer = StepTrainer(attach_adapter(model, hp), pairs, hp, 12, tokenizer.pad_token_id, checkpointing=mode)
+        assert trainer.memory.checkpointing == (mode == "on")
+        flagged = any(getattr(m, "gradient_checkpointing", False) for m in trainer.model.modules())
+        assert flagged == (mode == "on")
+        runs[mode] = [trainer.step().loss for _ in range(6)]
+        model = detach_adapter(trainer.model)
+        assert not any(getattr(m, "gradient_checkpointing", False) for m in model.modules())
+    assert runs["on"] == runs["off"]  # recomputation replays the same values and dropout masks
+
+
+def _seven_b_shaped() -> torch.nn.Module:
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    config = Qwen2Config(
+        vocab_size=152_064,
+        hidden_size=3584,
+        intermediate_size=18_944,
+        num_hidden_layers=28,
+        num_attention_heads=28,
+        num_key_value_heads=4,
+        torch_dtype="bfloat16",
+    )
+    with torch.device("meta"):  # shapes only: no memory
+        return Qwen2ForCausalLM(config).to(torch.bfloat16)
+
+
+@pytest.mark.parametrize(
+    ("batch", "free_gib", "expected"),
+    [
+        (8, 124, None),  # H200 after the 7B weights: fits as it is
+        (16, 124, "some"),  # twice the batch: a share of the layers checkpointed
+        (8, 63, "some"),  # an 80 GB GPU after the weights
+        (16, 63, 1),  # every layer checkpointed
+        (16, 8, "error"),  # cannot fit even so: said before the first step
+    ],
+)
+def test_memory_plan_of_a_7b_shaped_model(batch, free_gib, expected, monkeypatch) -> None:
+    import numpy as np
+
+    from tuneahead_ray.training import BatchTooLargeError, plan_memory
+    from tuneahead_ray.training import _memory as memory_module
+    from tuneahead_ray.training._encode import EncodedPairs
+
+    model = _seven_b_shaped()
+    monkeypatch.setattr(memory_module, "_free_bytes", lambda m: free_gib * memory_module.GIB)
+    pairs = EncodedPairs([np.zeros(n, dtype=np.int64) for n in (300, 1024, 700)], np.zeros(3), np.ones(3), 0)
+    hp = HyperParams(batch_size=batch, max_seq_len=1024)
+    if expected == "error":
+        with pytest.raises(BatchTooLargeError, match=r"batch 16 x 1024 tokens needs ~\d+\.\d GiB .* 8\.0 GiB free"):
+            plan_memory(model, pairs, hp)
+        return
+    plan = plan_memory(model, pairs, hp)
+    if expected == "some":
+        assert 1 < plan.checkpoint_every < 28
+    else:
+        assert plan.checkpoint_every == expected
+    assert plan.batch_tokens == batch * 1024
+    assert plan.checkpointed_bytes < plan.activation_bytes / 5
+    assert plan_memory(model, pairs, hp, "off").checkpointing is False  # forced

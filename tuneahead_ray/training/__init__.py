@@ -12,6 +12,7 @@ from tuneahead_ray.training._evaluate import (
     score_rows,
 )
 from tuneahead_ray.training._head import answer_head_loss, uses_answer_head
+from tuneahead_ray.training._memory import BatchTooLargeError, MemoryPlan, plan_memory
 from tuneahead_ray.training._run import Benchmark, full_run, score_model, testbed_benchmark, train_to_end
 from tuneahead_ray.training._trainer import (
     StepRecord,
@@ -25,7 +26,9 @@ from tuneahead_ray.training._trainer import (
 __all__ = [
     "SCORING_TOKEN_BUDGET",
     "AnswerScores",
+    "BatchTooLargeError",
     "Benchmark",
+    "MemoryPlan",
     "answer_head_loss",
     "answer_agreement",
     "answer_token_losses",
@@ -45,6 +48,7 @@ __all__ = [
     "exact_match_by_group",
     "length_grouped",
     "lora_config",
+    "plan_memory",
     "score_rows",
     "uses_answer_head",
 ]

@@ -22,6 +22,7 @@ from transformers import PreTrainedModel, get_scheduler
 from tuneahead_ray.schemas import HyperParams
 from tuneahead_ray.training._encode import EncodedPairs, collate
 from tuneahead_ray.training._head import answer_head_loss, uses_answer_head
+from tuneahead_ray.training._memory import Checkpointing, disable_checkpointing, enable_checkpointing, plan_memory
 
 __all__ = ["StepRecord", "StepTrainer", "attach_adapter", "detach_adapter", "length_grouped", "lora_config"]
 
@@ -47,8 +48,11 @@ def attach_adapter(model: PreTrainedModel, hp: HyperParams) -> PeftModel:
 
 
 def detach_adapter(model: PeftModel) -> PreTrainedModel:
-    """Remove the adapter without merging it, handing back the untouched base model."""
-    return model.unload()
+    """Remove the adapter without merging it, handing back the untouched base model (gradient checkpointing, if a
+    run turned it on, off again)."""
+    base = model.unload()
+    disable_checkpointing(base)
+    return base
 
 
 #: Batches per megabatch of length grouping (Hugging Face Trainer's default).
@@ -102,7 +106,10 @@ class StepTrainer:
         hp: HyperParams,
         total_steps: int,
         pad_id: int,
+        checkpointing: Checkpointing = "auto",
     ):
+        """``checkpointing``: gradient checkpointing "on", "off", or "auto" (when the largest batch would not fit
+        the GPU without it; see :func:`plan_memory`, which raises when it cannot fit at all). It changes no value."""
         if len(pairs) == 0:
             raise ValueError("cannot train on an empty dataset")
         self.model = model
@@ -113,6 +120,9 @@ class StepTrainer:
         self.device = next(model.parameters()).device
         self.params = [p for p in model.parameters() if p.requires_grad]
         self._answer_head = uses_answer_head(model)
+        self.memory = plan_memory(model, pairs, hp, checkpointing)
+        if self.memory.checkpoint_every is not None:
+            enable_checkpointing(model, self.memory.checkpoint_every)
         self.optimizer = torch.optim.AdamW(self.params, lr=hp.lr, weight_decay=hp.weight_decay)
         self.scheduler = get_scheduler(
             hp.lr_schedule,

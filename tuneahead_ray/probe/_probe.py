@@ -42,7 +42,10 @@ class ProbeTrace:
 
 
 def _flat_grad(params: list[torch.nn.Parameter]) -> torch.Tensor:
-    return torch.cat([p.grad.detach().reshape(-1).float() for p in params if p.grad is not None])
+    """Every adapter gradient in one fp32 vector, on the first parameter's device (a sharded model's adapters sit
+    on several)."""
+    device = params[0].device
+    return torch.cat([p.grad.detach().reshape(-1).float().to(device) for p in params if p.grad is not None])
 
 
 def _hoyer_sparsity(vector: torch.Tensor) -> float:

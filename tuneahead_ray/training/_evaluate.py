@@ -94,10 +94,11 @@ def _batch_scores(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> Ans
     return AnswerScores(sums.cpu(), counts.cpu(), exact.cpu(), share.cpu())
 
 
-def _token_budget_batches(pairs: EncodedPairs, indices: Sequence[int], budget: int) -> list[list[int]]:
-    """``indices`` as one batch when its padded size fits ``budget``, else length-sorted batches that each fit."""
+def _token_budget_batches(pairs: EncodedPairs, indices: Sequence[int], budget: int, by_length: bool) -> list[list[int]]:
+    """``indices`` in length-sorted batches that each fit ``budget`` padded tokens; unless ``by_length``, as one
+    batch when they fit together (the embedded model's scores stay those of one batch, bit for bit)."""
     lengths = {i: len(pairs.input_ids[i]) for i in indices}
-    if not indices or len(indices) * max(lengths.values()) <= budget:
+    if not by_length and len(indices) * max(lengths.values()) <= budget:
         return [list(indices)]
     batches: list[list[int]] = [[]]
     for i in sorted(indices, key=lengths.__getitem__, reverse=True):  # the first row of a batch is its longest
@@ -117,8 +118,8 @@ def score_rows(
 ) -> AnswerScores:
     """:class:`AnswerScores` of rows ``indices`` (in that order), in eval mode, consuming no randomness.
 
-    Rows go through the model in one batch when they fit ``token_budget`` padded tokens, else in length-sorted
-    batches; a large-vocabulary model computes logits at answer positions only (:mod:`._head`).
+    A large-vocabulary (real) model scores rows in length-sorted batches of at most ``token_budget`` padded
+    tokens, with logits at answer positions only (:mod:`._head`); a small one in one batch when they fit.
     """
     if len(indices) == 0:
         empty = torch.zeros(0)
@@ -126,8 +127,9 @@ def score_rows(
     device = next(model.parameters()).device
     position = {index: n for n, index in enumerate(indices)}  # rows are distinct
     parts: list[tuple[list[int], AnswerScores]] = []
+    by_length = uses_answer_head(model)
     with eval_mode(model):
-        for batch_indices in _token_budget_batches(pairs, indices, token_budget):
+        for batch_indices in _token_budget_batches(pairs, indices, token_budget, by_length):
             parts.append((batch_indices, _batch_scores(model, collate(pairs, batch_indices, pad_id, device))))
     order = torch.tensor([position[i] for batch_indices, _ in parts for i in batch_indices])
     inverse = torch.empty_like(order)

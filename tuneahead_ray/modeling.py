@@ -19,6 +19,7 @@ __all__ = [
     "default_proxy_dir",
     "resolve_device",
     "resolve_model_dir",
+    "shard_plan",
     "load_model",
     "load_tokenizer",
 ]
@@ -104,9 +105,43 @@ def attention_for(device: torch.device) -> str:
     return "sdpa"
 
 
-def load_model(model: str | Path, device: str | torch.device = "auto") -> PreTrainedModel:
+#: Share of each GPU's free memory a sharded model's weights may take; the rest is for activations.
+SHARD_WEIGHT_SHARE = 0.6
+
+
+def shard_plan(model: str | Path, gpus: int, free_bytes: list[int] | None = None) -> dict[str, int]:
+    """Which of ``gpus`` CUDA devices holds each block of the model: whole decoder layers, balanced so that every
+    GPU keeps room for its share of the activations (accelerate's planner, on a weightless copy of the model).
+
+    ``free_bytes`` (per GPU; default: what CUDA reports) lets the plan be made without the GPUs.
+    """
+    import torch
+    from accelerate import infer_auto_device_map, init_empty_weights
+    from accelerate.utils import get_balanced_memory
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    if gpus < 2:
+        raise ValueError(f"shard_plan: needs at least 2 GPUs, got {gpus}")
+    if free_bytes is None:
+        free_bytes = [torch.cuda.mem_get_info(i)[0] for i in range(gpus)]
+    config = AutoConfig.from_pretrained(resolve_model_dir(model), trust_remote_code=False)
+    with init_empty_weights():
+        empty = AutoModelForCausalLM.from_config(config, trust_remote_code=False)
+    budget = {i: int(free * SHARD_WEIGHT_SHARE) for i, free in enumerate(free_bytes[:gpus])}
+    dtype = torch.bfloat16
+    unsplit = list(getattr(empty, "_no_split_modules", None) or [])
+    balanced = get_balanced_memory(empty, max_memory=budget, no_split_module_classes=unsplit, dtype=dtype)
+    plan = infer_auto_device_map(empty, max_memory=balanced, no_split_module_classes=unsplit, dtype=dtype)
+    if any(not isinstance(where, int) for where in plan.values()):
+        raise ModelDirError(f"{model}: does not fit {gpus} GPUs at {SHARD_WEIGHT_SHARE:.0%} of their free memory")
+    return plan
+
+
+def load_model(model: str | Path, device: str | torch.device = "auto", gpus: int = 1) -> PreTrainedModel:
     """The causal LM in the directory, on ``device``, in bf16 on CUDA and fp32 on CPU, never with remote code,
-    with fused attention kernels (:func:`attention_for`; a model that has none keeps its own).
+    with fused attention kernels (:func:`attention_for`; a model that has none keeps its own). With ``gpus`` > 1 the
+    model is sharded over that many CUDA devices by whole decoder layers (:func:`shard_plan`): a probe worker of a
+    model larger than one GPU holds several.
 
     transformers' per-load progress bar stays off: our commands load models between their own progress bars.
     """
@@ -118,6 +153,10 @@ def load_model(model: str | Path, device: str | torch.device = "auto") -> PreTra
     hf_logging.disable_progress_bar()
     try:
         options = {"dtype": _dtype_for(target), "trust_remote_code": False, "use_safetensors": True}
+        if gpus > 1:
+            if target.type != "cuda":
+                raise ValueError(f"a model sharded over {gpus} GPUs needs device cuda, got {target}")
+            options["device_map"] = shard_plan(model, gpus)
         try:
             loaded = AutoModelForCausalLM.from_pretrained(
                 resolve_model_dir(model), attn_implementation=attention_for(target), **options
@@ -127,4 +166,4 @@ def load_model(model: str | Path, device: str | torch.device = "auto") -> PreTra
     finally:
         if bar_was_on:
             hf_logging.enable_progress_bar()
-    return loaded.to(target)
+    return loaded if gpus > 1 else loaded.to(target)

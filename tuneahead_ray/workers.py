@@ -40,7 +40,8 @@ class PoolConfig:
     """How the pool sizes and places its actors."""
 
     num_workers: int | None = None  # default: one per GPU in the cluster, else one per CPU
-    gpus_per_worker: float = 1.0  # a fraction packs several small-model workers on one GPU
+    # A fraction packs several small-model workers on one GPU; a whole number > 1 shards a model over that many.
+    gpus_per_worker: float = 1.0
     # None: request GPUs when the cluster has some now or `device` asks for CUDA. True: request them even when
     # none is up yet, so that an autoscaling cluster scaling from zero sees the GPU demand and adds GPU nodes.
     use_gpus: bool | None = None
@@ -53,6 +54,32 @@ class PoolConfig:
     # result can vanish without an error when a node dies). None: 20x the median job time once 3 jobs finished,
     # never under ADAPTIVE_TIMEOUT_FLOOR_S.
     job_timeout_s: float | None = None
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.num_workers is not None and self.num_workers < 1:
+            problems.append(f"num_workers must be at least 1, got {self.num_workers}")
+        if not self.gpus_per_worker > 0 or (
+            self.gpus_per_worker > 1 and self.gpus_per_worker != int(self.gpus_per_worker)
+        ):
+            problems.append(
+                f"gpus_per_worker must be a fraction in (0, 1] or a whole number of GPUs, got {self.gpus_per_worker}"
+            )
+        if self.cpus_per_worker < 0:
+            problems.append(f"cpus_per_worker must be at least 0, got {self.cpus_per_worker}")
+        if self.max_in_flight < 1:
+            problems.append(f"max_in_flight must be at least 1, got {self.max_in_flight}")
+        if self.max_retries < 0:
+            problems.append(f"max_retries must be at least 0, got {self.max_retries}")
+        if self.job_timeout_s is not None and not self.job_timeout_s > 0:
+            problems.append(f"job_timeout_s must be positive, got {self.job_timeout_s}")
+        if problems:
+            raise ValueError("PoolConfig: " + "; ".join(problems))
+
+    @property
+    def shards(self) -> int:
+        """GPUs one worker's model is sharded over (1: it sits on one device)."""
+        return int(self.gpus_per_worker) if self.gpus_per_worker > 1 else 1
 
 
 @dataclass(frozen=True)

@@ -146,3 +146,43 @@ def test_models_load_with_fused_attention_kernels(monkeypatch) -> None:
     monkeypatch.setattr(importlib.util, "find_spec", real_find_spec)
     if real_find_spec("flash_attn") is None:
         assert attention_for(torch.device("cuda")) == "sdpa"
+
+
+def test_a_model_larger_than_one_gpu_is_sharded_by_whole_layers(tmp_path) -> None:
+    from transformers import Qwen2Config
+
+    from tuneahead_ray.modeling import ModelDirError, default_model_dir, load_model, shard_plan
+
+    config = Qwen2Config(
+        vocab_size=4096, hidden_size=256, intermediate_size=512, num_hidden_layers=6, num_attention_heads=4,
+        num_key_value_heads=2, tie_word_embeddings=False,
+    )  # fmt: skip
+    Qwen2ForCausalLM(config).save_pretrained(tmp_path)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(default_model_dir() / name, tmp_path / name)
+    weights = sum(p.numel() for p in Qwen2ForCausalLM(config).parameters()) * 2  # bf16 bytes
+    plan = shard_plan(tmp_path, 2, free_bytes=[weights * 3 // 2] * 2)  # two "GPUs", neither holding it all at 60%
+    assert set(plan.values()) == {0, 1}
+    assert plan["model.embed_tokens"] == 0 and plan["lm_head"] == 1
+    layers = [plan[f"model.layers.{i}"] for i in range(6)]
+    assert layers == sorted(layers)  # consecutive layers per GPU: activations cross once
+    with pytest.raises(ModelDirError, match="does not fit 2 GPUs"):
+        shard_plan(tmp_path, 2, free_bytes=[weights // 8, weights // 8])
+    with pytest.raises(ValueError, match="needs device cuda"):
+        load_model(tmp_path, "cpu", gpus=2)
+
+
+def test_pool_config_is_checked_when_built() -> None:
+    from tuneahead_ray.workers import PoolConfig
+
+    assert PoolConfig(gpus_per_worker=4).shards == 4 and PoolConfig(gpus_per_worker=0.5).shards == 1
+    for bad, field in [
+        ({"max_in_flight": 0}, "max_in_flight"),
+        ({"gpus_per_worker": 1.5}, "gpus_per_worker"),
+        ({"gpus_per_worker": 0}, "gpus_per_worker"),
+        ({"num_workers": 0}, "num_workers"),
+        ({"max_retries": -1}, "max_retries"),
+        ({"job_timeout_s": 0}, "job_timeout_s"),
+    ]:
+        with pytest.raises(ValueError, match=field):
+            PoolConfig(**bad)

@@ -17,7 +17,7 @@ class ProbePool(WorkerPool):
 
     def __init__(self, model: str, config: PoolConfig | None = None):
         config = config or PoolConfig()
-        super().__init__(ProbeWorker, (model, config.device), config)
+        super().__init__(ProbeWorker, (model, config.device, config.shards), config)
 
     def run(
         self,

@@ -57,12 +57,14 @@ class ProbeResult(BaseModel):
 
 
 class ProbeWorker:
-    """Holds one base model on one device; ``probe`` attaches an adapter, runs K steps and removes it again."""
+    """Holds one base model on one device (or sharded over several GPUs); ``probe`` attaches an adapter, runs K
+    steps and removes it again."""
 
-    def __init__(self, model: str, device: str = "auto"):
+    def __init__(self, model: str, device: str = "auto", gpus: int = 1):
+        """``gpus`` > 1: the model is sharded over that many GPUs (a model larger than one)."""
         self.device = resolve_device(device)
         self.tokenizer = load_tokenizer(model)
-        self.model = load_model(model, self.device)
+        self.model = load_model(model, self.device, gpus)
         self._pairs: OrderedDict[tuple[str, str, int], EncodedPairs] = OrderedDict()
         self._fingerprints: dict[tuple[str, int, int], str] = {}
         self._references: dict[tuple[str | None, int], EncodedPairs | None] = {}

@@ -41,13 +41,13 @@ def probe_state_dir(out_dir: str | Path, candidate_id: str) -> Path:
 class LaunchWorker:
     """Holds the base model once; ``train`` runs one GO candidate to the end of its schedule and scores it."""
 
-    def __init__(self, model: str, device: str = "auto"):
+    def __init__(self, model: str, device: str = "auto", gpus: int = 1):
         from tuneahead_ray.modeling import load_model, load_tokenizer, resolve_device
         from tuneahead_ray.training import score_model, testbed_benchmark
 
         self.device = resolve_device(device)
         self.tokenizer = load_tokenizer(model)
-        self.model = load_model(model, self.device)
+        self.model = load_model(model, self.device, gpus)
         self.benchmark = testbed_benchmark()
         self.base_score, _ = score_model(self.model, self.tokenizer, self.benchmark)
 
@@ -134,7 +134,8 @@ def launch(
     todo = go[~go["candidate_id"].isin(store.rows)]
     failures: list[WorkerFailure] = []
     if len(todo):
-        pool = WorkerPool(LaunchWorker, (grid.model, (pool_config or PoolConfig()).device), pool_config)
+        config = pool_config or PoolConfig()
+        pool = WorkerPool(LaunchWorker, (grid.model, config.device, config.shards), config)
         jobs = [
             (row.candidate_id, (_candidate(row, grid), _state(out_dir, row.candidate_id), _features(row)))
             for _, row in todo.iterrows()

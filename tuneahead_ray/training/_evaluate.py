@@ -48,7 +48,7 @@ def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
 def answer_token_losses(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per row of a teacher-forced batch: summed cross-entropy over the answer tokens and their number.
     ``labels`` is -100 outside the answer."""
-    targets = labels[:, 1:]
+    targets = labels[:, 1:].to(logits.device)
     losses = torch.nn.functional.cross_entropy(
         logits[:, :-1].transpose(1, 2).float(), targets, ignore_index=IGNORE_INDEX, reduction="none"
     )

@@ -56,7 +56,8 @@ def _answer_positions(
 
 
 def _chunk_loss_sum(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    return torch.nn.functional.cross_entropy(head(hidden).float(), targets, reduction="sum")
+    logits = head(hidden).float()  # on the head's device: a sharded model's last GPU
+    return torch.nn.functional.cross_entropy(logits, targets.to(logits.device), reduction="sum")
 
 
 def answer_head_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -69,9 +70,10 @@ def answer_head_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> 
     for start in range(0, len(targets), CHUNK_TOKENS):
         chunk = slice(start, start + CHUNK_TOKENS)
         if torch.is_grad_enabled():
-            total = total + checkpoint(_chunk_loss_sum, head, hidden[chunk], targets[chunk], use_reentrant=False)
+            part = checkpoint(_chunk_loss_sum, head, hidden[chunk], targets[chunk], use_reentrant=False)
         else:
-            total = total + _chunk_loss_sum(head, hidden[chunk], targets[chunk])
+            part = _chunk_loss_sum(head, hidden[chunk], targets[chunk])
+        total = total + part.to(total.device)
     return total / len(targets)
 
 
@@ -89,8 +91,9 @@ def answer_head_scores(
     for start in range(0, len(targets), CHUNK_TOKENS):
         chunk = slice(start, start + CHUNK_TOKENS)
         logits = head(hidden[chunk]).float()
-        losses = torch.nn.functional.cross_entropy(logits, targets[chunk], reduction="none")
-        loss_sums.index_add_(0, rows[chunk], losses)
-        hits.index_add_(0, rows[chunk], (logits.argmax(dim=-1) == targets[chunk]).long())
+        chunk_targets = targets[chunk].to(logits.device)
+        losses = torch.nn.functional.cross_entropy(logits, chunk_targets, reduction="none")
+        loss_sums.index_add_(0, rows[chunk], losses.to(loss_sums.device))
+        hits.index_add_(0, rows[chunk], (logits.argmax(dim=-1) == chunk_targets).long().to(hits.device))
     counts = torch.bincount(rows, minlength=size)
     return loss_sums.cpu(), counts.cpu(), hits.cpu()

@@ -102,7 +102,13 @@ def add_ray_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all)")
     parser.add_argument("--num-gpus", type=int, help="GPUs of the local Ray (default: detected)")
     parser.add_argument("--workers", type=int, help="probe actors (default: one per GPU, else per CPU)")
-    parser.add_argument("--gpus-per-worker", type=float, default=1.0, help="a fraction packs small models")
+    parser.add_argument(
+        "--gpus-per-worker",
+        type=float,
+        default=1.0,
+        help="GPUs per probe worker: a fraction packs small models on one GPU, a whole number N > 1 shards a "
+        "model larger than one GPU over N",
+    )
 
 
 def pool_config(args: argparse.Namespace, device: str):

@@ -104,7 +104,7 @@ def _kill_actor(address: str, rng: random.Random) -> str:
     """SIGKILL a live probe actor; the state API may still list one whose process just went (a removed node)."""
     from ray.util.state import list_actors
 
-    filters = [("class_name", "=", "ProbeWorker"), ("state", "=", "ALIVE")]
+    filters = [("class_name", "=", "RunWorker"), ("state", "=", "ALIVE")]
     for _ in range(40):
         actors = list_actors(address=address, filters=filters, detail=True, raise_on_missing_output=False)
         for victim in rng.sample(sorted(actors, key=lambda a: a.actor_id), len(actors)):

@@ -21,8 +21,8 @@ import ray
 import torch
 
 from tuneahead_ray.grid import GridSpec, expand_grid
-from tuneahead_ray.probe import ProbePool, ProbeSpec, ProbeWorker
-from tuneahead_ray.training import StepTrainer, attach_adapter, detach_adapter, full_run
+from tuneahead_ray.probe import ProbePool, ProbeSpec, RunWorker, full_run
+from tuneahead_ray.training import StepTrainer, attach_adapter, detach_adapter
 from tuneahead_ray.workers import PoolConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,7 +45,7 @@ def _candidates(count: int):
     return expand_grid(grid, ROOT)[:count]
 
 
-def _pure_steps_seconds(worker: ProbeWorker, candidate, steps: int) -> float:
+def _pure_steps_seconds(worker: RunWorker, candidate, steps: int) -> float:
     """The same K optimizer steps with nothing measured on the side."""
     pairs = worker._encoded(candidate)
     adapted = attach_adapter(worker.model, candidate.hp)
@@ -63,7 +63,7 @@ def _pure_steps_seconds(worker: ProbeWorker, candidate, steps: int) -> float:
 def _reload_probe_seconds(candidate) -> float:
     """A naive probe that loads the base model for every candidate."""
     started = time.perf_counter()
-    ProbeWorker(candidate.model, "cpu").probe(candidate, SPEC)
+    RunWorker(candidate.model, "cpu").probe(candidate, SPEC)
     return time.perf_counter() - started
 
 
@@ -76,7 +76,7 @@ def main() -> None:
     torch.set_num_threads(1)
     candidates = _candidates(args.candidates)
 
-    worker = ProbeWorker("default", "cpu")
+    worker = RunWorker("default", "cpu")
     # A worker's first probe on a dataset also encodes it and scores the base model on it, once per dataset.
     first_probe = {}
     for index, candidate in enumerate(candidates):

@@ -75,9 +75,9 @@ def _scenarios() -> list[tuple[str, dict, dict]]:
 def _run(index: int, group: str, knobs: dict, hp_fields: dict) -> dict:
     import torch
 
+    from tuneahead_ray.probe import full_run
     from tuneahead_ray.schemas import Candidate, DatasetRef
     from tuneahead_ray.testbed import write_dataset
-    from tuneahead_ray.training import full_run
 
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
@@ -124,9 +124,9 @@ def _summary(rows: list[dict]) -> dict:
 def _default_run_timing() -> dict:
     """Wall time of one run of the default demo configuration, alone on the machine (2 threads)."""
     from tuneahead_ray.cli import DEMO_HP
+    from tuneahead_ray.probe import full_run
     from tuneahead_ray.schemas import Candidate, DatasetRef
     from tuneahead_ray.testbed import write_dataset
-    from tuneahead_ray.training import full_run
     from tuneahead_ray.yaml_config import load_yaml_model
 
     hp = load_yaml_model(DEMO_HP, HyperParams)

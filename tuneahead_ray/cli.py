@@ -37,18 +37,24 @@ def _progress(total: int, desc: str) -> Callable:
     return on_step
 
 
-def _fine_tune(data: Path, hp: HyperParams, model: str, device: str, data_format: str):
+def _fine_tune(data: Path, hp: HyperParams, model: str, device: str, data_format: str, benchmark=None):
     from tuneahead_ray.data import load_dataset
-    from tuneahead_ray.training import full_run
+    from tuneahead_ray.probe import full_run
 
     candidate = Candidate(model=model, dataset=DatasetRef(path=data, format=data_format), hp=hp)
     steps = hp.total_steps(load_dataset(candidate.dataset).num_rows)
-    return full_run(candidate, device=device, on_step=_progress(steps, "fine-tune"))
+    return full_run(candidate, benchmark, device=device, on_step=_progress(steps, "fine-tune"))
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from tuneahead_ray.evaluation import build_benchmark, default_benchmark_spec, load_benchmark_file
+    from tuneahead_ray.modeling import resolve_model_dir
+
     hp = load_yaml_model(args.hp, HyperParams) if args.hp else HyperParams()
-    result = _fine_tune(args.data, hp, args.model, args.device, args.format)
+    resolve_model_dir(args.model)  # a broken model directory is the first thing to say
+    benchmark = load_benchmark_file(args.benchmark) if args.benchmark else default_benchmark_spec(args.model)
+    build_benchmark(benchmark)  # a bad benchmark file fails here, before any training
+    result = _fine_tune(args.data, hp, args.model, args.device, args.format, benchmark)
     text = result.model_dump_json(indent=2)
     if args.out:
         Path(args.out).write_text(text + "\n", encoding="utf-8")
@@ -216,6 +222,12 @@ def _parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     run.add_argument("--hp", type=Path, help="hyperparameters YAML (defaults otherwise)")
     run.add_argument("--model", default=DEFAULT_MODEL, help="base model directory (HF layout) or 'default'")
     run.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    run.add_argument(
+        "--benchmark",
+        type=Path,
+        help="benchmark YAML: the fields of a grid's `benchmark:` block, paths relative to the file "
+        "(default: the testbed benchmark, for the embedded model only)",
+    )
     run.add_argument("--out", type=Path, help="also write the JSON result here")
     run.set_defaults(func=_cmd_run)
 

@@ -17,6 +17,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from tuneahead_ray.evaluation import BenchmarkSpec, build_benchmark, resolve_benchmark_paths
 from tuneahead_ray.modeling import DEFAULT_MODEL
 from tuneahead_ray.probe import ProbeSpec
 from tuneahead_ray.schemas import Candidate, DatasetFormat, DatasetRef, HyperParams
@@ -92,6 +93,11 @@ class GridSpec(BaseModel):
     samples: int | None = Field(None, ge=1, description="Random points of the product instead of all of it.")
     seed: int = Field(0, ge=0, description="Seed of the random sample.")
     probe: ProbeSpec = Field(default_factory=ProbeSpec)
+    benchmark: BenchmarkSpec | None = Field(
+        None,
+        description="What scores a run (launch, corpus build): {kind: testbed} (the default, embedded model only), "
+        "{kind: exact_match, path: FILE} or {kind: multiple_choice, path: FILE, scoring: choice_text | letter}",
+    )
     device: str = Field("auto", description="auto, cpu or cuda.")
     output_dir: str = Field("tuneahead-out", description="Where results, checkpoints and reports go.")
     threshold: float | None = Field(None, description="Success: a final score >= threshold (in the score's unit).")
@@ -204,7 +210,14 @@ def grid_output_dir(grid: GridSpec, grid_path: str | Path) -> Path:
 def load_grid(path: str | Path) -> tuple[GridSpec, list[Candidate]]:
     """Read, validate and expand a grid YAML; errors name the file and the key."""
     grid = load_yaml_model(path, GridSpec)
+    base_dir = Path(path).resolve().parent
+    if grid.benchmark is not None:
+        grid = grid.model_copy(update={"benchmark": resolve_benchmark_paths(grid.benchmark, base_dir)})
+        try:
+            build_benchmark(grid.benchmark)  # a bad benchmark file fails now, naming its line, not after probing
+        except ValueError as err:
+            raise ConfigError(f"{path}: benchmark: {err}") from None
     try:
-        return grid, expand_grid(grid, Path(path).resolve().parent)
+        return grid, expand_grid(grid, base_dir)
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None

@@ -195,8 +195,8 @@ class RunResult(_Frozen):
     model: str
     dataset: str
     hp: HyperParams
-    score: float = Field(description="Benchmark exact-match accuracy of the fine-tuned model, in pp.")
-    base_score: float = Field(description="Benchmark accuracy of the base model, in pp.")
+    score: float = Field(description="Benchmark score of the fine-tuned model (accuracy), in pp.")
+    base_score: float = Field(description="Benchmark score of the base model, in pp.")
     loss_curve: list[float] = Field(description="Training loss at every optimizer step run.")
     steps: int = Field(ge=0)
     num_examples: int = Field(ge=0)
@@ -206,7 +206,10 @@ class RunResult(_Frozen):
     wall_seconds: float = Field(ge=0)
     diverged: bool = Field(description="True when the loss or the gradient became NaN/inf; training stopped there.")
     device: str
-    per_family: dict[str, float] = Field(default_factory=dict, description="Score per task family, in pp.")
+    per_family: dict[str, float] = Field(
+        default_factory=dict, description="Score per group of the benchmark (task family, subject), in pp."
+    )
+    resumed_from: str | None = Field(None, description="Saved trainer state (a probe's) the run continued from.")
 
     @property
     def gain(self) -> float:

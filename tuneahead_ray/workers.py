@@ -262,18 +262,20 @@ def run_into_store(
     store,
     on_progress: Callable[[int, int], None] | None = None,
     flush_every: int | None = None,
+    to_row: Callable[[str, Any], dict] | None = None,
 ) -> list[WorkerFailure]:
     """Run ``jobs`` on the pool, append each finished row to ``store`` as it arrives, shut the pool down.
 
-    Failures are returned, never dropped; ``store.flush()`` runs every ``flush_every`` results and at the end.
+    ``to_row(key, result)`` makes the stored row of a result (default: the result is the row). Failures are
+    returned, never dropped; ``store.flush()`` runs every ``flush_every`` results and at the end.
     """
     failures: list[WorkerFailure] = []
     try:
-        for done, (_, result) in enumerate(pool.map_unordered(method, jobs), start=1):
+        for done, (key, result) in enumerate(pool.map_unordered(method, jobs), start=1):
             if isinstance(result, WorkerFailure):
                 failures.append(result)
             else:
-                store.append(result)
+                store.append(to_row(key, result) if to_row is not None else result)
             if on_progress is not None:
                 on_progress(done, len(jobs))
             if flush_every and done % flush_every == 0:

@@ -138,11 +138,11 @@ def _screen_four_candidates(out_dir: Path, pool_config) -> tuple[int, list[str],
 
 
 def _probe_actors(address: str) -> list[dict]:
-    """Node, pid and resource request of every ProbeWorker actor of the cluster at ``address`` (dead ones too)."""
+    """Node, pid and resource request of every RunWorker actor of the cluster at ``address`` (dead ones too)."""
     from ray.util.state import list_actors
 
     # The address is explicit: left out, the state API would pick any Ray running on this machine.
-    filters = [("class_name", "=", "ProbeWorker")]
+    filters = [("class_name", "=", "RunWorker")]
     actors = list_actors(address=address, filters=filters, detail=True, raise_on_missing_output=False)
     return [{"node_id": a.node_id, "pid": a.pid, "required_resources": a.required_resources} for a in actors]
 

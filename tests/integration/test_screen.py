@@ -204,8 +204,8 @@ def test_probe_budget_probes_only_the_candidates_in_contention(screened: Path, g
 def test_launch_resumes_go_runs_from_their_probes_and_feeds_the_predictor(
     grid: Path, ray_session, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    from tuneahead_ray.probe import full_run
     from tuneahead_ray.schemas import Candidate, DatasetRef, HyperParams
-    from tuneahead_ray.training import full_run
 
     kept = grid.parent / "kept.yaml"
     kept.write_text(GRID.replace("policy: success_probability", "policy: top_k\ntop_k: 1\nkeep_probe_state: true"))

@@ -10,9 +10,10 @@ import torch
 from peft.tuners.lora import LoraLayer
 
 from tuneahead_ray.modeling import load_model
+from tuneahead_ray.probe import full_run
 from tuneahead_ray.schemas import Candidate, DatasetRef, HyperParams, RunResult
 from tuneahead_ray.testbed import DataSpec, generate_records, write_dataset
-from tuneahead_ray.training import StepTrainer, attach_adapter, detach_adapter, encode_pairs, full_run
+from tuneahead_ray.training import StepTrainer, attach_adapter, detach_adapter, encode_pairs
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 

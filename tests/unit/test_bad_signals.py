@@ -22,7 +22,7 @@ from tuneahead_ray.data import DatasetError
 from tuneahead_ray.descriptors import compute_descriptors
 from tuneahead_ray.features import DESCRIPTOR_SAMPLE_SIZE, feature_row
 from tuneahead_ray.grid import GridSpec
-from tuneahead_ray.probe import PROBE_FEATURES, ProbeResult, ProbeSpec, ProbeWorker
+from tuneahead_ray.probe import PROBE_FEATURES, ProbeResult, ProbeSpec, RunWorker
 from tuneahead_ray.schemas import Candidate, DatasetRef, HyperParams
 from tuneahead_ray.screening import load_predictors
 from tuneahead_ray.testbed import DataSpec, write_dataset
@@ -53,8 +53,8 @@ def dataset(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def worker() -> ProbeWorker:
-    return ProbeWorker("default", "cpu")
+def worker() -> RunWorker:
+    return RunWorker("default", "cpu")
 
 
 def candidate(dataset: Path, **hp) -> Candidate:

@@ -13,8 +13,8 @@ from tuneahead_ray.probe import (
     PROBE_FEATURES,
     ProbeSpec,
     ProbeTrace,
-    ProbeWorker,
     ReferenceScore,
+    RunWorker,
     trajectory_features,
 )
 from tuneahead_ray.probe._base import BaseScores, answer_loss_sums, is_identity_adapter, mean_answer_loss
@@ -87,9 +87,9 @@ def test_hoyer_sparsity_extremes() -> None:
 
 
 @pytest.fixture(scope="module")
-def worker() -> ProbeWorker:
+def worker() -> RunWorker:
     torch.set_num_threads(1)
-    return ProbeWorker("default", "cpu")
+    return RunWorker("default", "cpu")
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +104,7 @@ def _candidate(data: DatasetRef, **hp: object) -> Candidate:
 
 
 @pytest.mark.slow
-def test_base_weights_are_bit_identical_after_ten_probes(worker: ProbeWorker, clean_data: DatasetRef) -> None:
+def test_base_weights_are_bit_identical_after_ten_probes(worker: RunWorker, clean_data: DatasetRef) -> None:
     before = {k: v.clone() for k, v in worker.model.state_dict().items()}
     spec = ProbeSpec(min_steps=5, max_steps=5)
     for seed in range(10):
@@ -117,7 +117,7 @@ def test_base_weights_are_bit_identical_after_ten_probes(worker: ProbeWorker, cl
 
 
 @pytest.mark.slow
-def test_diverging_lr_is_a_flagged_result_not_an_exception(worker: ProbeWorker, clean_data: DatasetRef) -> None:
+def test_diverging_lr_is_a_flagged_result_not_an_exception(worker: RunWorker, clean_data: DatasetRef) -> None:
     result = worker.probe(_candidate(clean_data, lr=10.0, max_grad_norm=None), ProbeSpec(min_steps=20, max_steps=20))
     assert result.diverged
     assert result.features["probe_diverged"] == 1.0
@@ -128,7 +128,7 @@ def test_diverging_lr_is_a_flagged_result_not_an_exception(worker: ProbeWorker, 
 
 @pytest.mark.slow
 def test_probe_is_the_first_k_steps_of_the_run_and_a_go_run_resumes_from_it(
-    worker: ProbeWorker, clean_data: DatasetRef, tmp_path
+    worker: RunWorker, clean_data: DatasetRef, tmp_path
 ) -> None:
     candidate = _candidate(clean_data, max_steps=30, lora_dropout=0.1)
     spec = ProbeSpec(min_steps=10, max_steps=10, interval=2)
@@ -152,7 +152,7 @@ def test_probe_is_the_first_k_steps_of_the_run_and_a_go_run_resumes_from_it(
 
 
 def test_before_scores_are_the_base_models_and_shared_across_candidates(
-    worker: ProbeWorker, clean_data: DatasetRef
+    worker: RunWorker, clean_data: DatasetRef
 ) -> None:
     spec = ProbeSpec(min_steps=4, max_steps=4, interval=2, reference_size=16)
     first = worker.probe(_candidate(clean_data, lr=1e-4, lora_r=4), spec)
@@ -171,12 +171,12 @@ def test_before_scores_are_the_base_models_and_shared_across_candidates(
     bare = mean_answer_loss(*answer_loss_sums(worker.model, pairs, rows, pad_id))
     assert first.features["probe_heldout_before"] == pytest.approx(bare, rel=1e-6)
     # A worker without memory of them measures the same values.
-    fresh = ProbeWorker("default", "cpu").probe(_candidate(clean_data, lr=5e-3, lora_r=16, lora_alpha=32), spec)
+    fresh = RunWorker("default", "cpu").probe(_candidate(clean_data, lr=5e-3, lora_r=16, lora_alpha=32), spec)
     for name in PROBE_FEATURES:
         assert fresh.features[name] == pytest.approx(second.features[name], rel=1e-5, abs=1e-7, nan_ok=True), name
 
 
-def test_shared_base_scores_need_a_data_key_and_an_identity_adapter(worker: ProbeWorker, clean_data) -> None:
+def test_shared_base_scores_need_a_data_key_and_an_identity_adapter(worker: RunWorker, clean_data) -> None:
     candidate = _candidate(clean_data)
     pairs = worker._encoded(candidate)
     pad_id = worker.tokenizer.pad_token_id
@@ -242,7 +242,7 @@ def off_target_data(tmp_path_factory: pytest.TempPathFactory) -> DatasetRef:
 
 @pytest.mark.slow
 def test_reference_moves_toward_the_task_on_on_target_data_more_than_on_off_target_data(
-    worker: ProbeWorker, clean_data: DatasetRef, off_target_data: DatasetRef
+    worker: RunWorker, clean_data: DatasetRef, off_target_data: DatasetRef
 ) -> None:
     spec = ProbeSpec(min_steps=30, max_steps=30)
     on = worker.probe(_candidate(clean_data), spec).features

@@ -7,31 +7,23 @@ trainer then continues to the full schedule, so the ground truth is exactly the 
 from __future__ import annotations
 
 import json
-import math
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
-from peft import PeftModel
 
 from tuneahead_ray.corpus._sampling import CorpusSpec, dominant_family, sample_corpus_specs
+from tuneahead_ray.data import write_jsonl
 from tuneahead_ray.descriptors import ModelScorer, describe_sample, describe_table
+from tuneahead_ray.evaluation import TestbedSpec
 from tuneahead_ray.features import DESCRIPTOR_SAMPLE_SIZE, hp_features
-from tuneahead_ray.modeling import DEFAULT_MODEL, load_model, load_tokenizer, resolve_device
-from tuneahead_ray.probe import ProbeSpec, ProbeTrace, encode_reference, run_probe, trajectory_features
+from tuneahead_ray.modeling import DEFAULT_MODEL
+from tuneahead_ray.probe import ProbeSpec, RunWorker
+from tuneahead_ray.schemas import Candidate, DatasetRef, HyperParams
 from tuneahead_ray.store import ResultStore
 from tuneahead_ray.testbed import generate_records
-from tuneahead_ray.training import (
-    EncodedPairs,
-    StepTrainer,
-    attach_adapter,
-    detach_adapter,
-    encode_pairs,
-    score_model,
-    testbed_benchmark,
-    train_to_end,
-)
 from tuneahead_ray.workers import PoolConfig, WorkerFailure, WorkerPool, run_into_store
 
 __all__ = ["CorpusWorker", "build_corpus", "run_corpus_jobs", "PROXY_MAX_STEPS"]
@@ -40,8 +32,11 @@ __all__ = ["CorpusWorker", "build_corpus", "run_corpus_jobs", "PROXY_MAX_STEPS"]
 PROXY_MAX_STEPS = 100
 
 
-def _table(spec: CorpusSpec) -> pa.Table:
-    records = generate_records(spec.data)
+def _records(spec: CorpusSpec) -> list[dict]:
+    return generate_records(spec.data)
+
+
+def _table(records: list[dict]) -> pa.Table:
     return pa.table(
         {
             "prompt": pa.array([r["messages"][0]["content"] for r in records], pa.string()),
@@ -51,61 +46,40 @@ def _table(spec: CorpusSpec) -> pa.Table:
 
 
 class CorpusWorker:
-    """Holds the base (and proxy) model once; ``run`` produces one complete corpus row."""
+    """One corpus run per call, on the base-model worker (:class:`RunWorker`) of the embedded model and of the
+    proxy: the run's data regenerated from its spec, its static descriptors, its probe as the first K steps of its
+    own trainer continued to the end and scored on the testbed benchmark, and the proxy's score on the same data."""
 
     def __init__(self, model: str = DEFAULT_MODEL, proxy_model: str | None = None, device: str = "cpu"):
         self.model_name = model
-        self.device = resolve_device(device)
-        self.tokenizer = load_tokenizer(model)
-        self.model = load_model(model, self.device)
-        self.benchmark = testbed_benchmark()
-        self.base_score, _ = score_model(self.model, self.tokenizer, self.benchmark)
-        self.proxy = load_model(proxy_model, self.device) if proxy_model else None
-        self.proxy_tokenizer = load_tokenizer(proxy_model) if proxy_model else None
-        self.proxy_base_score = (
-            score_model(self.proxy, self.proxy_tokenizer, self.benchmark)[0] if self.proxy is not None else None
-        )
-        self._references: dict[tuple[str | None, int], EncodedPairs | None] = {}
+        self.device = device
+        self.runs = RunWorker(model, device)
+        self.proxy = RunWorker(proxy_model, device) if proxy_model else None
+        self.benchmark = TestbedSpec()
+        self.base_score = self.runs.base_score(self.benchmark).score
+        self.proxy_base_score = self.proxy.base_score(self.benchmark).score if self.proxy is not None else None
+        self._data_dir = Path(tempfile.mkdtemp(prefix="tuneahead-corpus-"))
         self._scorer: ModelScorer | None = None
 
-    def _describe(self, spec: CorpusSpec, rows: bool = True) -> tuple[pa.Table, dict[str, float], float]:
-        """The run's regenerated data, its static descriptors (only the model-based ones unless ``rows``), and
-        what they cost (seconds)."""
-        table = _table(spec)
+    def _data(self, spec: CorpusSpec) -> tuple[list[dict], Candidate]:
+        """The run's regenerated records, written to a file the run worker trains on (removed after the run)."""
+        records = _records(spec)
+        path = write_jsonl(records, self._data_dir / f"{spec.run_id()}.jsonl")
+        return records, Candidate(model=self.model_name, dataset=DatasetRef(path=path), hp=spec.hp)
+
+    def _describe(self, records: list[dict], rows: bool = True) -> tuple[dict[str, float], float]:
+        """The run's static descriptors (only the model-based ones unless ``rows``) and what they cost (s)."""
+        table = _table(records)
         started = time.perf_counter()
         if rows:
             static = describe_table(
-                table, self.model_name, use_ray=False, sample_size=DESCRIPTOR_SAMPLE_SIZE, device=str(self.device)
+                table, self.model_name, use_ray=False, sample_size=DESCRIPTOR_SAMPLE_SIZE, device=self.device
             )
         else:
             if self._scorer is None:
-                self._scorer = ModelScorer(self.model_name, str(self.device))
+                self._scorer = ModelScorer(self.model_name, self.device)
             static = describe_sample(table, self._scorer, DESCRIPTOR_SAMPLE_SIZE)
-        return table, static, time.perf_counter() - started
-
-    def _probe(
-        self, table: pa.Table, spec: CorpusSpec, probe_spec: ProbeSpec
-    ) -> tuple[PeftModel, StepTrainer, ProbeTrace, EncodedPairs]:
-        """Attach a fresh adapter and run the probe as the first K steps of the run's own trainer.
-
-        Returns the adapted model (the caller detaches it), the trainer, the trace and the encoded pairs.
-        """
-        key = (probe_spec.reference_path, probe_spec.reference_size)
-        if key not in self._references:
-            self._references[key] = encode_reference(self.tokenizer, *key)
-        hp = spec.hp
-        pairs = encode_pairs(
-            self.tokenizer, table.column("prompt").to_pylist(), table.column("response").to_pylist(), hp.max_seq_len
-        )
-        total = hp.total_steps(len(pairs))
-        adapted = attach_adapter(self.model, hp)
-        try:
-            trainer = StepTrainer(adapted, pairs, hp, total, self.tokenizer.pad_token_id)
-            trace = run_probe(trainer, probe_spec.steps_for(total), probe_spec, self._references[key])
-        except BaseException:
-            self.model = detach_adapter(adapted)
-            raise
-        return adapted, trainer, trace, pairs
+        return static, time.perf_counter() - started
 
     def features(self, spec: CorpusSpec, probe_spec: ProbeSpec, row_descriptors: bool = True) -> dict:
         """Only the meta-features of a run (descriptors + probe), for refreshing a corpus without full runs.
@@ -113,56 +87,38 @@ class CorpusWorker:
         ``row_descriptors=False`` skips the per-row descriptors (a pure function of the data, which is regenerated
         identically) and returns only the model-based ones (and no ``descriptor_seconds``: a partial cost).
         """
-        table, static, descriptor_seconds = self._describe(spec, row_descriptors)
-        adapted, _, trace, _ = self._probe(table, spec, probe_spec)
-        self.model = detach_adapter(adapted)
+        records, candidate = self._data(spec)
+        try:
+            static, descriptor_seconds = self._describe(records, row_descriptors)
+            probe = self.runs.probe(candidate, probe_spec)
+        finally:
+            candidate.dataset.path.unlink(missing_ok=True)
         return {
             "candidate_id": spec.run_id(),
             **static,
-            **trajectory_features(trace, probe_spec),
-            "probe_seconds": trace.seconds,
+            **probe.features,
+            "probe_seconds": probe.probe_seconds,
             **({"descriptor_seconds": descriptor_seconds} if row_descriptors else {}),
         }
 
-    def _proxy_score(self, table: pa.Table, spec: CorpusSpec) -> tuple[float, float]:
-        """Score of the proxy model fine-tuned on the same data with the run's hyperparameters (capped)."""
+    def _proxy_score(self, candidate: Candidate, total_steps: int) -> tuple[float, float]:
+        """Score of the proxy fine-tuned on the same data with the run's hyperparameters, for at most
+        ``PROXY_MAX_STEPS`` steps (the schedule compressed to them)."""
         started = time.perf_counter()
-        pairs = encode_pairs(
-            self.proxy_tokenizer,
-            table.column("prompt").to_pylist(),
-            table.column("response").to_pylist(),
-            spec.hp.max_seq_len,
-        )
-        steps = min(PROXY_MAX_STEPS, spec.hp.total_steps(len(pairs)))
-        adapted = attach_adapter(self.proxy, spec.hp)
-        try:
-            trainer = StepTrainer(adapted, pairs, spec.hp, steps, self.proxy_tokenizer.pad_token_id)
-            for _ in range(steps):
-                if not trainer.step().finite:
-                    break
-            score, _ = score_model(adapted, self.proxy_tokenizer, self.benchmark)
-        finally:
-            self.proxy = detach_adapter(adapted)
-        return score, time.perf_counter() - started
+        steps = min(PROXY_MAX_STEPS, total_steps)
+        hp = HyperParams.model_validate({**candidate.hp.model_dump(), "max_steps": steps})
+        result = self.proxy.run(candidate.model_copy(update={"hp": hp}), self.benchmark)
+        return result.score, time.perf_counter() - started
 
     def run(self, spec: CorpusSpec, probe_spec: ProbeSpec) -> dict:
-        table, static, descriptor_seconds = self._describe(spec)
-        hp = spec.hp
-        adapted, trainer, trace, pairs = self._probe(table, spec, probe_spec)
-        total = trainer.total_steps
+        records, candidate = self._data(spec)
         try:
-            probe_steps = probe_spec.steps_for(total)
-            losses = list(trace.losses)
-            healthy = len(losses) == probe_steps and math.isfinite(losses[-1]) and math.isfinite(trace.grad_norms[-1])
-            started = time.perf_counter()
-            healthy = healthy and train_to_end(trainer, losses)
-            train_seconds = trace.seconds + time.perf_counter() - started
-            started = time.perf_counter()
-            score, per_family = score_model(adapted, self.tokenizer, self.benchmark)
-            eval_seconds = time.perf_counter() - started
+            static, descriptor_seconds = self._describe(records)
+            probe, result = self.runs.probe_and_run(candidate, probe_spec, self.benchmark)
+            proxy = self._proxy_score(candidate, probe.total_steps) if self.proxy is not None else (None, None)
         finally:
-            self.model = detach_adapter(adapted)
-        proxy_score, proxy_seconds = self._proxy_score(table, spec) if self.proxy is not None else (None, None)
+            candidate.dataset.path.unlink(missing_ok=True)
+        hp = spec.hp
         return {
             "candidate_id": spec.run_id(),
             "data_spec": spec.data.model_dump_json(),
@@ -170,24 +126,24 @@ class CorpusWorker:
             "family_group": dominant_family(spec.data),
             **{f"data_{k}": float(v) for k, v in spec.data.model_dump(exclude={"families", "seed"}).items()},
             **static,
-            **trajectory_features(trace, probe_spec),
-            **hp_features(hp, len(pairs)),
-            "score": score,
+            **probe.features,
+            **hp_features(hp, result.num_examples),
+            "score": result.score,
             "base_score": self.base_score,
-            "gain": score - self.base_score,
-            "per_family": json.dumps(per_family),
-            "loss_curve": losses,
-            "diverged": not healthy,
-            "num_examples": len(pairs),
-            "probe_steps": len(trace.losses),
-            "total_steps": total,
-            "probe_seconds": trace.seconds,
-            "train_seconds": train_seconds,
-            "eval_seconds": eval_seconds,
+            "gain": result.gain,
+            "per_family": json.dumps(result.per_family),
+            "loss_curve": result.loss_curve,
+            "diverged": result.diverged,
+            "num_examples": result.num_examples,
+            "probe_steps": probe.probe_steps,
+            "total_steps": probe.total_steps,
+            "probe_seconds": probe.probe_seconds,
+            "train_seconds": result.train_seconds,
+            "eval_seconds": result.eval_seconds,
             "descriptor_seconds": descriptor_seconds,
-            "proxy_score": proxy_score,
+            "proxy_score": proxy[0],
             "proxy_base_score": self.proxy_base_score,
-            "proxy_seconds": proxy_seconds,
+            "proxy_seconds": proxy[1],
         }
 
 

@@ -20,7 +20,15 @@ import pyarrow.parquet as pq
 from ..schemas import DatasetRef
 from ._errors import DatasetError
 
-__all__ = ["CHAT_ROLES", "SUPPORTED_SUFFIXES", "load_dataset", "load_records", "write_jsonl"]
+__all__ = [
+    "CHAT_ROLES",
+    "SUPPORTED_SUFFIXES",
+    "RawRecord",
+    "load_dataset",
+    "load_records",
+    "read_records",
+    "write_jsonl",
+]
 
 Format = Literal["auto", "chat", "instruction"]
 Source = DatasetRef | str | os.PathLike[str]
@@ -33,8 +41,8 @@ _FORMATS: tuple[str, ...] = ("auto", "chat", "instruction")
 
 
 @dataclass(frozen=True)
-class _Raw:
-    """One undecoded record and where it came from."""
+class RawRecord:
+    """One decoded but unvalidated record and where it came from (``line`` for JSONL, ``record`` otherwise)."""
 
     value: object
     line: int | None = None
@@ -48,20 +56,34 @@ class _Invalid(Exception):
 # --------------------------------------------------------------------------------------------- public API
 
 
-def load_dataset(source: Source, format: Format = "auto") -> pa.Table:
+def load_dataset(source: Source, format: Format = "auto", group_field: str | None = None) -> pa.Table:
     """Load a dataset file into a table with string columns ``prompt`` and ``response``, one row per record.
 
     ``format="auto"`` detects the layout from the first record (``messages`` -> chat, ``instruction`` ->
     instruction, ``prompt``/``response`` -> already split). A :class:`DatasetRef` supplies its own format
-    when ``format`` is ``"auto"``.
+    when ``format`` is ``"auto"``. ``group_field`` adds a ``group`` column: that field of each record as text
+    (null where a record has none).
     """
-    prompts, responses = _load_pairs(source, format)
-    return pa.table({"prompt": pa.array(prompts, pa.string()), "response": pa.array(responses, pa.string())})
+    prompts, responses, groups = _load_pairs(source, format, group_field)
+    columns = {"prompt": pa.array(prompts, pa.string()), "response": pa.array(responses, pa.string())}
+    if group_field is not None:
+        columns["group"] = pa.array(groups, pa.string())
+    return pa.table(columns)
+
+
+def read_records(path: str | os.PathLike[str]) -> list[RawRecord]:
+    """Every record of a JSON array, JSONL or Parquet file, decoded but not validated, with its position (for
+    formats of our own, such as benchmark items). Raises :class:`DatasetError` naming the file and position."""
+    path, _ = _resolve(Path(path), "auto")
+    rows = _READERS[path.suffix.lower()](path)
+    if not rows:
+        raise DatasetError(path, "no records")
+    return rows
 
 
 def load_records(source: Source, format: Format = "auto") -> list[dict[str, str]]:
     """Like :func:`load_dataset`, but return ``[{"prompt": ..., "response": ...}, ...]``."""
-    prompts, responses = _load_pairs(source, format)
+    prompts, responses, _ = _load_pairs(source, format)
     return [{"prompt": p, "response": r} for p, r in zip(prompts, responses, strict=True)]
 
 
@@ -88,7 +110,9 @@ def write_jsonl(records: Iterable[Mapping[str, Any]], path: str | os.PathLike[st
 # ------------------------------------------------------------------------------------------------ loading
 
 
-def _load_pairs(source: Source, format: Format) -> tuple[list[str], list[str]]:
+def _load_pairs(
+    source: Source, format: Format, group_field: str | None = None
+) -> tuple[list[str], list[str], list[str | None]]:
     path, format = _resolve(source, format)
     rows = _READERS[path.suffix.lower()](path)
     if not rows:
@@ -96,6 +120,7 @@ def _load_pairs(source: Source, format: Format) -> tuple[list[str], list[str]]:
     layout: str | None = None if format == "auto" else format
     prompts: list[str] = []
     responses: list[str] = []
+    groups: list[str | None] = []
     for raw in rows:
         try:
             if not isinstance(raw.value, dict):
@@ -106,7 +131,9 @@ def _load_pairs(source: Source, format: Format) -> tuple[list[str], list[str]]:
             raise DatasetError(path, str(err), line=raw.line, record=raw.record) from None
         prompts.append(prompt)
         responses.append(response)
-    return prompts, responses
+        group = raw.value.get(group_field) if group_field is not None else None
+        groups.append(None if group is None else str(group))
+    return prompts, responses, groups
 
 
 def _resolve(source: Source, format: str) -> tuple[Path, str]:
@@ -160,27 +187,27 @@ def _parse_json(path: Path, text: str, line: int | None = None) -> object:
         raise DatasetError(path, f"invalid JSON: {err}", line=line) from None
 
 
-def _read_json_array(path: Path) -> list[_Raw]:
+def _read_json_array(path: Path) -> list[RawRecord]:
     text = _read_text(path)
     if not text.strip():
         return []
     data = _parse_json(path, text)
     if not isinstance(data, list):
         raise DatasetError(path, f"expected a JSON array of objects, got {_kind(data)}")
-    return [_Raw(value, record=index) for index, value in enumerate(data)]
+    return [RawRecord(value, record=index) for index, value in enumerate(data)]
 
 
-def _read_jsonl(path: Path) -> list[_Raw]:
+def _read_jsonl(path: Path) -> list[RawRecord]:
     rows = []
     # Split on "\n" only: str.splitlines would also split on U+2028 etc. and shift the line numbers.
     for number, line in enumerate(_read_text(path).split("\n"), start=1):
         if not line.strip():
             continue
-        rows.append(_Raw(_parse_json(path, line, number), line=number))
+        rows.append(RawRecord(_parse_json(path, line, number), line=number))
     return rows
 
 
-def _read_parquet(path: Path) -> list[_Raw]:
+def _read_parquet(path: Path) -> list[RawRecord]:
     try:
         table = pq.read_table(path)
     except (pa.ArrowException, OSError) as err:
@@ -191,7 +218,7 @@ def _read_parquet(path: Path) -> list[_Raw]:
         raise DatasetError(
             path, f"invalid UTF-8 in a string column: {err.reason}", record=_bad_utf8_record(table)
         ) from None
-    return [_Raw(value, record=index) for index, value in enumerate(records)]
+    return [RawRecord(value, record=index) for index, value in enumerate(records)]
 
 
 def _bad_utf8_record(table: pa.Table) -> int | None:
@@ -204,7 +231,7 @@ def _bad_utf8_record(table: pa.Table) -> int | None:
     return None
 
 
-_READERS: dict[str, Callable[[Path], list[_Raw]]] = {
+_READERS: dict[str, Callable[[Path], list[RawRecord]]] = {
     ".json": _read_json_array,
     ".jsonl": _read_jsonl,
     ".ndjson": _read_jsonl,

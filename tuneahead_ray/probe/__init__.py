@@ -1,4 +1,5 @@
-"""The probe: the candidate's own first K LoRA steps, its trajectory features, and the per-GPU actor pool."""
+"""The probe: the candidate's own first K LoRA steps, its trajectory features, the base-model worker that runs
+probes and whole runs, and the per-GPU actor pool."""
 
 from tuneahead_ray.probe._base import BaseScores
 from tuneahead_ray.probe._features import PROBE_FEATURES, trajectory_features
@@ -6,7 +7,7 @@ from tuneahead_ray.probe._pool import ProbePool
 from tuneahead_ray.probe._probe import ProbeTrace, run_probe
 from tuneahead_ray.probe._reference import REFERENCE_SEED, ReferenceScore, encode_reference, score_reference
 from tuneahead_ray.probe._spec import ProbeSpec
-from tuneahead_ray.probe._worker import PROBE_LOSSES_FILE, ProbeResult, ProbeWorker
+from tuneahead_ray.probe._worker import PROBE_LOSSES_FILE, ProbeResult, RunWorker, full_run
 
 __all__ = [
     "BaseScores",
@@ -17,9 +18,10 @@ __all__ = [
     "ProbeResult",
     "ProbeSpec",
     "ProbeTrace",
-    "ProbeWorker",
+    "RunWorker",
     "ReferenceScore",
     "encode_reference",
+    "full_run",
     "run_probe",
     "score_reference",
     "trajectory_features",

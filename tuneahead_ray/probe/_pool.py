@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 
 from tuneahead_ray.probe._spec import ProbeSpec
-from tuneahead_ray.probe._worker import ProbeResult, ProbeWorker
+from tuneahead_ray.probe._worker import ProbeResult, RunWorker
 from tuneahead_ray.schemas import Candidate
 from tuneahead_ray.workers import PoolConfig, WorkerFailure, WorkerPool
 
@@ -17,7 +17,7 @@ class ProbePool(WorkerPool):
 
     def __init__(self, model: str, config: PoolConfig | None = None):
         config = config or PoolConfig()
-        super().__init__(ProbeWorker, (model, config.device, config.shards), config)
+        super().__init__(RunWorker, (model, config.device, config.shards), config)
 
     def run(
         self,

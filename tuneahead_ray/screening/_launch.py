@@ -8,20 +8,19 @@ is appended the moment it finishes; a killed launch resumes without retraining f
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 
+from tuneahead_ray.evaluation import default_benchmark_spec
 from tuneahead_ray.grid import GridSpec
-from tuneahead_ray.modeling import DEFAULT_MODEL
-from tuneahead_ray.probe import PROBE_LOSSES_FILE
-from tuneahead_ray.schemas import Candidate, DatasetRef, HyperParams
+from tuneahead_ray.probe import RunWorker
+from tuneahead_ray.schemas import Candidate, DatasetRef, HyperParams, RunResult
 from tuneahead_ray.store import ResultStore
 from tuneahead_ray.workers import PoolConfig, WorkerFailure, WorkerPool, run_into_store
 
-__all__ = ["LaunchWorker", "check_finished_screening", "launch", "probe_state_dir"]
+__all__ = ["check_finished_screening", "launch", "outcome_row", "probe_state_dir"]
 
 
 def check_finished_screening(out_dir: str | Path) -> Path:
@@ -38,63 +37,20 @@ def probe_state_dir(out_dir: str | Path, candidate_id: str) -> Path:
     return Path(out_dir) / "probe_state" / candidate_id
 
 
-class LaunchWorker:
-    """Holds the base model once; ``train`` runs one GO candidate to the end of its schedule and scores it."""
-
-    def __init__(self, model: str, device: str = "auto", gpus: int = 1):
-        from tuneahead_ray.modeling import load_model, load_tokenizer, resolve_device
-        from tuneahead_ray.training import score_model, testbed_benchmark
-
-        self.device = resolve_device(device)
-        self.tokenizer = load_tokenizer(model)
-        self.model = load_model(model, self.device, gpus)
-        self.benchmark = testbed_benchmark()
-        self.base_score, _ = score_model(self.model, self.tokenizer, self.benchmark)
-
-    def train(self, candidate: Candidate, state_dir: str | None, features: dict) -> dict:
-        from tuneahead_ray.data import load_dataset
-        from tuneahead_ray.training import (
-            StepTrainer,
-            attach_adapter,
-            detach_adapter,
-            encode_pairs,
-            score_model,
-            train_to_end,
-        )
-
-        table = load_dataset(candidate.dataset)
-        hp = candidate.hp
-        prompts, responses = table.column("prompt").to_pylist(), table.column("response").to_pylist()
-        pairs = encode_pairs(self.tokenizer, prompts, responses, hp.max_seq_len)
-        total = hp.total_steps(len(pairs))
-        adapted = attach_adapter(self.model, hp)
-        try:
-            trainer = StepTrainer(adapted, pairs, hp, total, self.tokenizer.pad_token_id)
-            resumed = state_dir is not None and Path(state_dir, "trainer_state.json").is_file()
-            losses: list[float] = []
-            if resumed:
-                trainer.restore_state(state_dir)
-                losses = json.loads(Path(state_dir, PROBE_LOSSES_FILE).read_text(encoding="utf-8"))
-            started = time.perf_counter()
-            healthy = train_to_end(trainer, losses)
-            train_seconds = time.perf_counter() - started
-            started = time.perf_counter()
-            score, per_family = score_model(adapted, self.tokenizer, self.benchmark)
-            eval_seconds = time.perf_counter() - started
-        finally:
-            self.model = detach_adapter(adapted)
-        return {
-            **features,
-            "score": score,
-            "base_score": self.base_score,
-            "gain": score - self.base_score,
-            "per_family": json.dumps(per_family),
-            "loss_curve": losses,
-            "diverged": not healthy,
-            "resumed_from_probe": resumed,
-            "train_seconds": train_seconds,
-            "eval_seconds": eval_seconds,
-        }
+def outcome_row(features: dict, result: RunResult) -> dict:
+    """An outcome row: the candidate's screened features and identity, and what its full run gave."""
+    return {
+        **features,
+        "score": result.score,
+        "base_score": result.base_score,
+        "gain": result.gain,
+        "per_family": json.dumps(result.per_family),
+        "loss_curve": result.loss_curve,
+        "diverged": result.diverged,
+        "resumed_from_probe": result.resumed_from is not None,
+        "train_seconds": result.train_seconds,
+        "eval_seconds": result.eval_seconds,
+    }
 
 
 #: Candidate-table columns that are decisions or bookkeeping of the screening, not features of the run.
@@ -123,11 +79,7 @@ def launch(
     """Train the GO candidates of the screening in ``out_dir`` (Ray must be up); append outcomes to ``outcomes``."""
     out_dir = check_finished_screening(out_dir)
     grid = GridSpec.model_validate_json((out_dir / "grid.json").read_text(encoding="utf-8"))
-    if grid.model != DEFAULT_MODEL:
-        raise ValueError(
-            f"{out_dir}: launch scores runs on the embedded testbed benchmark, so it supports the embedded model "
-            "only; train GO runs of other models with your own trainer and evaluation"
-        )
+    benchmark = grid.benchmark or default_benchmark_spec(grid.model)
     table = pd.read_parquet(out_dir / "candidates.parquet")
     go = table[table["decision"].eq("GO")].head(limit)
     store = ResultStore(outcomes)
@@ -135,12 +87,15 @@ def launch(
     failures: list[WorkerFailure] = []
     if len(todo):
         config = pool_config or PoolConfig()
-        pool = WorkerPool(LaunchWorker, (grid.model, config.device, config.shards), config)
+        pool = WorkerPool(RunWorker, (grid.model, config.device, config.shards), config)
+        features = {row.candidate_id: _features(row) for _, row in todo.iterrows()}
         jobs = [
-            (row.candidate_id, (_candidate(row, grid), _state(out_dir, row.candidate_id), _features(row)))
+            (row.candidate_id, (_candidate(row, grid), benchmark, _state(out_dir, row.candidate_id)))
             for _, row in todo.iterrows()
         ]
-        failures = run_into_store(pool, "train", jobs, store, on_progress)
+        failures = run_into_store(
+            pool, "run", jobs, store, on_progress, to_row=lambda key, result: outcome_row(features[key], result)
+        )
     outcome = pd.DataFrame([store.rows[key] for key in go["candidate_id"] if key in store.rows])
     return outcome, failures
 

@@ -74,7 +74,7 @@ class CandidateFeaturizer:
         self, base_model: str, probe: Mapping[str, float], device: str = "auto", model_features: Sequence[str] = ()
     ) -> None:
         from tuneahead_ray.predictor import CORPUS_FEATURES
-        from tuneahead_ray.probe import ProbeSpec, ProbeWorker
+        from tuneahead_ray.probe import ProbeSpec, RunWorker
 
         unavailable = [name for name in model_features if name not in CORPUS_FEATURES]
         if unavailable:  # refuse at deploy time rather than after every probe
@@ -84,7 +84,7 @@ class CandidateFeaturizer:
             )
         self.spec = ProbeSpec.model_validate(dict(probe))
         self.base_model, self.device = base_model, device
-        self.worker = ProbeWorker(base_model, device)
+        self.worker = RunWorker(base_model, device)
         self._descriptors: OrderedDict[tuple[str, str], dict[str, float]] = OrderedDict()
         self._lock = threading.Lock()
 

@@ -13,7 +13,7 @@ from tuneahead_ray.training._evaluate import (
 )
 from tuneahead_ray.training._head import answer_head_loss, uses_answer_head
 from tuneahead_ray.training._memory import BatchTooLargeError, MemoryPlan, plan_memory
-from tuneahead_ray.training._run import Benchmark, full_run, score_model, testbed_benchmark, train_to_end
+from tuneahead_ray.training._run import Benchmark, BenchmarkScore, FinishedRun, finish_run, train_to_end
 from tuneahead_ray.training._trainer import (
     StepRecord,
     StepTrainer,
@@ -28,14 +28,14 @@ __all__ = [
     "AnswerScores",
     "BatchTooLargeError",
     "Benchmark",
+    "BenchmarkScore",
+    "FinishedRun",
+    "finish_run",
     "MemoryPlan",
     "answer_head_loss",
     "answer_agreement",
     "answer_token_losses",
     "eval_mode",
-    "full_run",
-    "score_model",
-    "testbed_benchmark",
     "train_to_end",
     "EncodedPairs",
     "StepRecord",

@@ -91,7 +91,7 @@ def _build_model(shape: dict, out: Path, device: torch.device) -> Path:
         model = Qwen2ForCausalLM(config).to(dtype)
     model.save_pretrained(out, safe_serialization=True)
     del model
-    for name in ("tokenizer.json", "tokenizer_config.json"):
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
         shutil.copy(default_model_dir() / name, out / name)
     return out
 

@@ -117,10 +117,48 @@ def _cmd_features(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def _cmd_corpus_build_grid(args: argparse.Namespace) -> int:
+    from tuneahead_ray._cli_common import StageBars, pool_config
+    from tuneahead_ray.corpus import build_grid_corpus
+    from tuneahead_ray.evaluation import default_benchmark_spec
+    from tuneahead_ray.grid import load_grid
+
+    grid, candidates = load_grid(args.grid)
+    if grid.benchmark is None:
+        default_benchmark_spec(grid.model)  # a model directory needs a benchmark: say so before anything runs
+    init_ray(args)
+    bar, progress = run_bar("corpus runs")
+    report = build_grid_corpus(
+        grid,
+        candidates,
+        args.out,
+        args.runs,
+        seed=args.seed,
+        gpu_hours=args.gpu_hours,
+        pool_config=pool_config(args, grid.device if args.device is None else args.device),
+        on_progress=StageBars(),
+        on_run=progress,
+    )
+    bar.close()
+    stopped = " (stopped at the --gpu-hours budget; rerun with a larger one to continue)" if report.at_budget else ""
+    print(
+        f"corpus at {Path(args.out) / 'corpus.parquet'}: {report.table.num_rows} runs of {grid.model}, "
+        f"{report.spent_hours:.2f} device-hours{stopped}"
+    )
+    for failure in report.failures:
+        print(f"failed: {failure.key}: {failure.error}", file=sys.stderr)
+    return 1 if report.failures else 0
+
+
 def _cmd_corpus_build(args: argparse.Namespace) -> int:
     from tuneahead_ray.corpus import build_corpus
     from tuneahead_ray.modeling import resolve_model_dir
     from tuneahead_ray.workers import PoolConfig
+
+    if args.grid is not None:
+        return _cmd_corpus_build_grid(args)
+    if args.gpu_hours is not None:
+        raise ValueError("--gpu-hours: a budget applies to a grid's corpus (--grid)")
 
     proxy = None if args.no_proxy else str(resolve_model_dir(args.proxy_model or default_proxy_dir()))
     init_ray(args)
@@ -131,7 +169,9 @@ def _cmd_corpus_build(args: argparse.Namespace) -> int:
         args.out,
         seed=args.seed,
         proxy_model=proxy,
-        pool_config=PoolConfig(num_workers=args.workers, gpus_per_worker=args.gpus_per_worker, device=args.device),
+        pool_config=PoolConfig(
+            num_workers=args.workers, gpus_per_worker=args.gpus_per_worker, device=args.device or "cpu"
+        ),
         on_progress=progress,
     )
     bar.close()
@@ -242,11 +282,24 @@ def _parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     features.set_defaults(func=_cmd_features)
 
     corpus = sub.add_parser("corpus", help="the corpus of completed runs").add_subparsers(dest="corpus", required=True)
-    corpus_build = corpus.add_parser("build", help="sample testbed runs; compute features + ground truth (resumable)")
+    corpus_build = corpus.add_parser(
+        "build", help="sample runs (the testbed's, or a grid's for any model); features + ground truth (resumable)"
+    )
+    corpus_build.add_argument(
+        "--grid",
+        type=Path,
+        help="sample the runs from this grid (its model, datasets, hyperparameter space, probe and benchmark) "
+        "instead of the embedded testbed",
+    )
     corpus_build.add_argument("--runs", type=int, required=True, help="corpus size (existing runs are kept)")
     corpus_build.add_argument("--out", type=Path, required=True, help="directory of corpus.parquet")
     corpus_build.add_argument("--seed", type=int, default=0, help="seed of the run sample")
-    corpus_build.add_argument("--device", default="cpu")
+    corpus_build.add_argument(
+        "--gpu-hours",
+        type=float,
+        help="with --grid: start no run once the corpus's runs have spent this many device-hours",
+    )
+    corpus_build.add_argument("--device", help="cpu, cuda or auto (default: the grid's device; testbed: cpu)")
     corpus_build.add_argument("--proxy-model", help="proxy model dir for the ProxyLM baseline (default: embedded)")
     corpus_build.add_argument("--no-proxy", action="store_true", help="skip the proxy fine-tunes")
     add_ray_args(corpus_build)

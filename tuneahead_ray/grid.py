@@ -211,6 +211,8 @@ def load_grid(path: str | Path) -> tuple[GridSpec, list[Candidate]]:
     """Read, validate and expand a grid YAML; errors name the file and the key."""
     grid = load_yaml_model(path, GridSpec)
     base_dir = Path(path).resolve().parent
+    if grid.model != DEFAULT_MODEL:  # every stage (and grid.json) sees the directory, whatever its working directory
+        grid = grid.model_copy(update={"model": str((base_dir / Path(grid.model).expanduser()).resolve())})
     if grid.benchmark is not None:
         grid = grid.model_copy(update={"benchmark": resolve_benchmark_paths(grid.benchmark, base_dir)})
         try:

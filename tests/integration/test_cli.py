@@ -174,3 +174,57 @@ def test_build_base_is_reproducible_and_loads_with_auto_classes(
         logits = model(input_ids=ids).logits
     assert logits.shape == (1, ids.shape[1], model.config.vocab_size)
     assert torch.isfinite(logits).all()
+
+
+def _benchmark_files(tmp_path: Path) -> dict[str, Path]:
+    """A benchmark YAML of each kind, with its items file beside it (items from the testbed's world)."""
+    from tuneahead_ray.testbed import benchmark_items
+
+    items = [item for item in benchmark_items() if item.family in ("color", "home")][::10]
+    answers = sorted({item.answer for item in items})
+    (tmp_path / "qa.jsonl").write_text(
+        "".join(json.dumps({"instruction": i.prompt, "output": i.answer, "group": i.family}) + "\n" for i in items)
+    )
+    mc = []
+    for n, item in enumerate(items):
+        choices = [item.answer, *[a for a in answers if a != item.answer][n % 3 : n % 3 + 3]]
+        choices = choices[n % 4 :] + choices[: n % 4]
+        mc.append({"question": item.prompt, "choices": choices, "answer": choices.index(item.answer),
+                   "subject": item.family})  # fmt: skip
+    (tmp_path / "mc.jsonl").write_text("".join(json.dumps(row) + "\n" for row in mc))
+    files = {
+        "testbed": "kind: testbed\n",
+        "exact_match": "kind: exact_match\npath: qa.jsonl\n",
+        "multiple_choice": "kind: multiple_choice\npath: mc.jsonl\n",
+        "letter": "kind: multiple_choice\npath: mc.jsonl\nscoring: letter\n",
+    }
+    for name, text in files.items():
+        (tmp_path / f"{name}.yaml").write_text(text)
+    return {name: tmp_path / f"{name}.yaml" for name in files}
+
+
+@pytest.mark.slow
+def test_run_scores_on_the_benchmark_it_is_given(tmp_path: Path, data: Path, capsys) -> None:
+    hp = _hp(tmp_path, HP_YAML)
+    scores = {}
+    for name, benchmark in _benchmark_files(tmp_path).items():
+        out = tmp_path / f"{name}.json"
+        argv = ["run", "--data", str(data), "--hp", str(hp), "--benchmark", str(benchmark), "--device", "cpu"]
+        assert main([*argv, "--out", str(out)]) == 0
+        result = RunResult.model_validate_json(out.read_text())
+        scores[name] = result
+        assert 0 <= result.score <= 100 and 0 <= result.base_score <= 100
+    assert set(scores["testbed"].per_family) == {"add", "code", "color", "compare", "count", "home"}
+    for name in ("exact_match", "multiple_choice", "letter"):  # the items file's own groups / subjects
+        assert set(scores[name].per_family) == {"color", "home"}
+    assert scores["multiple_choice"].base_score > 50  # the base model knows these facts: above chance (25%)
+    assert scores["testbed"].loss_curve == scores["exact_match"].loss_curve  # the same run, scored differently
+
+
+def test_run_rejects_a_bad_benchmark_file_before_training(tmp_path: Path, data: Path, capsys) -> None:
+    (tmp_path / "mc.jsonl").write_text('{"question": "q", "choices": ["a", "b"], "answer": 5}\n')
+    benchmark = tmp_path / "b.yaml"
+    benchmark.write_text("kind: multiple_choice\npath: mc.jsonl\n")
+    err = _fails(["run", "--data", str(data), "--hp", str(_hp(tmp_path, HP_YAML)), "--benchmark", str(benchmark)],
+                 capsys)  # fmt: skip
+    assert "mc.jsonl, line 1: field 'answer' must be an index" in err

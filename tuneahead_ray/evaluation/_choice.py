@@ -101,18 +101,15 @@ def _csv_items(path: Path) -> list[ChoiceItem]:
         for row in reader:
             if not any(cell.strip() for cell in row):
                 continue
+            line = reader.line_num
             if len(row) < 4:
-                raise DatasetError(
-                    path, f"expected question, choices and answer letter, got {len(row)} columns", line=reader.line_num
-                )
+                message = f"expected question, at least 2 choices and the answer letter, got {len(row)} columns"
+                raise DatasetError(path, message, line=line)
             question, *choices, letter = row
             letter = letter.strip().upper()
             if len(letter) != 1 or letter not in LETTERS[: len(choices)]:
-                raise DatasetError(
-                    path,
-                    f"answer must be a letter A..{LETTERS[len(choices) - 1]}, got {row[-1]!r}",
-                    line=reader.line_num,
-                )
+                message = f"answer must be a letter A..{LETTERS[len(choices) - 1]}, got {row[-1]!r}"
+                raise DatasetError(path, message, line=line)
             items.append(ChoiceItem(question, tuple(choices), LETTERS.index(letter), subject))
     except csv.Error as err:
         raise DatasetError(path, f"invalid CSV: {err}", line=reader.line_num) from None

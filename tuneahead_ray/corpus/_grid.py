@@ -1,0 +1,129 @@
+"""A corpus for any model: runs sampled from a grid's own datasets and hyperparameter space, each probed (its first
+K steps, measured), trained to the end on the same trainer and scored on the grid's benchmark, on the cluster's
+base-model workers; resumable, and stopped cleanly at a compute budget.
+
+Rows have the screening's feature columns (so a predictor trained on them reads a screening's candidates) and the
+ground truth: ``score``, ``base_score``, ``gain``, the per-group breakdown, the loss curve and the run's costs.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable
+from pathlib import Path
+
+import pyarrow as pa
+
+from tuneahead_ray.evaluation import default_benchmark_spec
+from tuneahead_ray.features import (
+    ProgressFn,
+    candidate_ids,
+    dataset_fingerprints,
+    feature_row,
+    open_feature_store,
+    static_features,
+)
+from tuneahead_ray.grid import GridSpec
+from tuneahead_ray.probe import ProbeResult, RunWorker
+from tuneahead_ray.schemas import Candidate, RunResult
+from tuneahead_ray.workers import PoolConfig, WorkerFailure, WorkerPool
+
+__all__ = ["GridCorpusReport", "build_grid_corpus", "run_compute_seconds", "sample_candidates"]
+
+
+def sample_candidates(candidates: list[Candidate], runs: int, seed: int) -> list[Candidate]:
+    """A seeded sample of ``runs`` candidates (all of them when the grid has no more), in grid order."""
+    if runs >= len(candidates):
+        return list(candidates)
+    picked = sorted(random.Random(seed).sample(range(len(candidates)), runs))
+    return [candidates[i] for i in picked]
+
+
+def run_compute_seconds(row: dict, gpus_per_worker: float) -> float:
+    """What a corpus run cost in device-seconds: probe, rest of the training and evaluation, times the GPUs (or
+    CPU slots) its worker held."""
+    return (row["train_seconds"] + row["eval_seconds"]) * max(gpus_per_worker, 1.0)
+
+
+def _corpus_row(
+    candidate: Candidate, fingerprint: str, static: dict[str, float], probe: ProbeResult, run: RunResult
+) -> dict:
+    return {
+        **feature_row(candidate, fingerprint, static, probe),
+        "score": run.score,
+        "base_score": run.base_score,
+        "gain": run.gain,
+        "per_family": json.dumps(run.per_family),
+        "loss_curve": run.loss_curve,
+        "diverged": run.diverged,
+        "train_seconds": run.train_seconds,
+        "eval_seconds": run.eval_seconds,
+    }
+
+
+class GridCorpusReport:
+    """What a build did: the corpus, failed runs, device-hours spent in all, and whether the budget stopped it."""
+
+    def __init__(self, table: pa.Table, failures: list[WorkerFailure], spent_hours: float, at_budget: bool) -> None:
+        self.table, self.failures, self.spent_hours, self.at_budget = table, failures, spent_hours, at_budget
+
+
+def build_grid_corpus(
+    grid: GridSpec,
+    candidates: list[Candidate],
+    out_dir: str | Path,
+    runs: int,
+    *,
+    seed: int = 0,
+    gpu_hours: float | None = None,
+    pool_config: PoolConfig | None = None,
+    on_progress: ProgressFn | None = None,
+    on_run: Callable[[int, int], None] | None = None,
+) -> GridCorpusReport:
+    """Train and score ``runs`` candidates sampled from the grid into ``out_dir/corpus.parquet`` (Ray must be up).
+
+    Finished runs are kept and skipped when rerun; with ``gpu_hours``, no run starts once the corpus's runs
+    (those already in it included) have spent that many device-hours, and runs in flight then are dropped, to be
+    redone by a later build.
+    """
+    benchmark = grid.benchmark or default_benchmark_spec(grid.model)
+    config = pool_config or PoolConfig(device=grid.device)
+    store = open_feature_store(Path(out_dir) / "corpus.parquet", grid.probe)
+    sample = sample_candidates(candidates, runs, seed)
+    fingerprints = dataset_fingerprints(sample)
+    todo = {key: c for key, c in candidate_ids(sample, fingerprints).items() if key not in store}
+    budget = None if gpu_hours is None else gpu_hours * 3600
+    spent = sum(run_compute_seconds(row, config.gpus_per_worker) for row in store.rows.values())
+    failures: list[WorkerFailure] = []
+    at_budget = budget is not None and spent >= budget
+    if todo and not at_budget:
+        static = static_features(
+            todo.values(),
+            fingerprints,
+            model=grid.model,
+            cache_dir=Path(out_dir) / "cache",
+            device=config.device,
+            on_progress=on_progress,
+        )
+        pool = WorkerPool(RunWorker, (grid.model, config.device, config.shards), config)
+        jobs = [(key, (candidate, grid.probe, benchmark)) for key, candidate in todo.items()]
+        try:
+            for done, (key, result) in enumerate(pool.map_unordered("probe_and_run", jobs), start=1):
+                if isinstance(result, WorkerFailure):
+                    failures.append(result)
+                else:
+                    candidate = todo[key]
+                    fingerprint = fingerprints[candidate.dataset.path]
+                    row = _corpus_row(candidate, fingerprint, static[fingerprint], *result)
+                    store.append(row)
+                    spent += run_compute_seconds(row, config.gpus_per_worker)
+                if on_run is not None:
+                    on_run(done, len(jobs))
+                if budget is not None and spent >= budget:
+                    at_budget = True
+                    break
+        finally:
+            pool.shutdown()
+    store.flush()
+    return GridCorpusReport(store.table(), failures, spent / 3600, at_budget)

@@ -140,7 +140,8 @@ class GridSpec(BaseModel):
         if self.model != DEFAULT_MODEL and self.predictor == "default":
             errors.append(
                 "predictor: the default predictor is trained on runs of the embedded model; for another base model "
-                "give a model directory (train one with `tuneahead-ray predictor train` on a corpus of that model)"
+                "give a model directory (build a corpus of that model's runs with `tuneahead-ray corpus build --grid`, "
+                "then train one with `tuneahead-ray predictor train`)"
             )
         if self.model != DEFAULT_MODEL and self.base_score is None and self.policy == "expected_gain":
             errors.append("base_score: policy 'expected_gain' needs the base model's score for a custom model")

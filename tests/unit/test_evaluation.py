@@ -115,6 +115,7 @@ def test_the_mmlu_csv_layout_gives_the_same_items_as_the_hugging_face_layout(hf_
     from_csv = load_choice_items(csv_file)
     from_hf = [item for item in load_choice_items(hf_file) if item.subject == "color"]
     assert from_csv == from_hf and {item.subject for item in from_csv} == {"color"}  # subject from the file name
+    assert load_choice_items(csv_file.parent) == from_csv  # MMLU's test/ folder: every subject file in it
 
 
 def test_exact_match_by_greedy_decoding_equals_decoding_each_item_alone(base_model, tokenizer, tmp_path) -> None:

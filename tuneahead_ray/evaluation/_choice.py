@@ -54,9 +54,15 @@ class ChoiceItem:
 
 def load_choice_items(path: Path) -> list[ChoiceItem]:
     """Items from an MMLU CSV (``.csv``: no header; question, choices..., answer letter; the subject is the file
-    name without ``_test``/``_dev``/``_val``) or the Hugging Face layout (JSON/JSONL/Parquet records with
-    ``question``, ``choices``, integer ``answer`` and optional ``subject``). Errors name the file and line."""
+    name without ``_test``/``_dev``/``_val``), a directory of them (MMLU's ``test/`` folder: one file per subject),
+    or the Hugging Face layout (JSON/JSONL/Parquet records with ``question``, ``choices``, integer ``answer`` and
+    optional ``subject``). Errors name the file and line."""
     path = Path(path)
+    if path.is_dir():
+        files = sorted(path.glob("*.csv"))
+        if not files:
+            raise DatasetError(path, "a directory of multiple-choice items must hold MMLU .csv files")
+        return [item for file in files for item in _csv_items(file)]
     if path.suffix.lower() == ".csv":
         return _csv_items(path)
     items = []

@@ -55,7 +55,8 @@ class MultipleChoiceSpec(_Spec):
     kind: Literal["multiple_choice"]
     path: Path = Field(
         description="Items: JSON/JSONL/Parquet with question, choices (list), answer (index) and optional subject, "
-        "or an MMLU CSV (no header: question, A, B, C, D, answer letter); relative to the file that names it."
+        "an MMLU CSV (no header: question, A, B, C, D, answer letter) or a directory of them (one per subject); "
+        "relative to the file that names it."
     )
     scoring: Literal["choice_text", "letter"] = Field(
         "choice_text",

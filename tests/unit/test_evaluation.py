@@ -24,7 +24,9 @@ from tuneahead_ray.evaluation import (
     load_benchmark_file,
     load_choice_items,
     normalise_answer,
-    testbed_benchmark,
+)
+from tuneahead_ray.evaluation import (
+    testbed_benchmark as embedded_benchmark,
 )
 from tuneahead_ray.evaluation._choice import _letter_prompt
 from tuneahead_ray.testbed import benchmark_items
@@ -143,7 +145,7 @@ def test_exact_match_by_greedy_decoding_equals_decoding_each_item_alone(base_mod
     assert score.score == pytest.approx(100 * float(np.mean(reference)))
     # Answers compare after normalisation: the upper-cased, padded references above still match; and greedy
     # decoding agrees with the testbed's teacher-forced exact match on these items.
-    teacher_forced = testbed_benchmark()
+    teacher_forced = embedded_benchmark()
     subset = type(teacher_forced)(tuple(i.prompt for i in items), tuple(i.answer for i in items), benchmark.groups)
     assert score.score == pytest.approx(subset.score(base_model, tokenizer).score)
     assert set(score.breakdown) == {item.family for item in items}

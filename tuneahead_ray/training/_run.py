@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -44,7 +44,6 @@ class FinishedRun:
     train_seconds: float
     eval_seconds: float
     tokens: int = 0
-    records: list[StepRecord] = field(default_factory=list)
 
 
 def train_to_end(
@@ -92,5 +91,4 @@ def finish_run(
         train_seconds=train_seconds,
         eval_seconds=time.perf_counter() - started,
         tokens=sum(record.tokens for record in records),
-        records=records,
     )

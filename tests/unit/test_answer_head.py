@@ -97,3 +97,24 @@ def test_row_scores_equal_the_plain_forwards_in_any_batching(large_vocab_model, 
         assert scores.exact.tolist() == exact.tolist()
         torch.testing.assert_close(scores.token_share, share.double())
     assert len(score_rows(large_vocab_model, pairs, [], tokenizer.pad_token_id).counts) == 0
+
+
+@pytest.mark.parametrize("which", ["embedded", "large_vocab"])
+def test_next_token_logprobs_equal_one_token_continuations_scored_whole(which, large_vocab_model, tokenizer) -> None:
+    """The multiple-choice letter fast path: one forward per context gives each candidate next token's
+    log-probability, as scoring every context + token sequence separately does."""
+    import numpy as np
+
+    from tuneahead_ray.training import EncodedPairs, next_token_logprobs
+
+    model = load_model("default", "cpu") if which == "embedded" else large_vocab_model
+    contexts = [
+        tokenizer(f"Question {i}: {'why ' * i}Answer: ", add_special_tokens=False)["input_ids"] for i in range(7)
+    ]
+    candidates = tokenizer(["A", "B", "C", "D"], add_special_tokens=False)["input_ids"]
+    token_ids = [ids[0] for ids in candidates]
+    fast = next_token_logprobs(model, contexts, tokenizer.pad_token_id, token_ids, token_budget=64)
+    sequences = [np.asarray([*c, t]) for c in contexts for t in token_ids]
+    pairs = EncodedPairs(sequences, np.array([len(s) - 1 for s in sequences]), np.array([len(s) for s in sequences]), 0)
+    whole = -score_rows(model, pairs, range(len(pairs)), tokenizer.pad_token_id).loss_sums.double().numpy()
+    np.testing.assert_allclose(fast, whole.reshape(len(contexts), len(token_ids)), rtol=1e-4, atol=1e-4)

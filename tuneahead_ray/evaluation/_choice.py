@@ -32,7 +32,13 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from tuneahead_ray.data import DatasetError, read_records
 from tuneahead_ray.evaluation._spec import MultipleChoiceSpec
-from tuneahead_ray.training import BenchmarkScore, EncodedPairs, exact_match_by_group, score_rows
+from tuneahead_ray.training import (
+    BenchmarkScore,
+    EncodedPairs,
+    exact_match_by_group,
+    next_token_logprobs,
+    score_rows,
+)
 
 __all__ = ["ChoiceItem", "MultipleChoice", "choice_loglikelihoods", "load_choice_items"]
 
@@ -168,10 +174,32 @@ def _encode(tokenizer: PreTrainedTokenizerBase, pairs: list[tuple[str, str]]) ->
     return EncodedPairs(sequences, np.asarray(starts), np.asarray(ends), 0)
 
 
+def _single_token_letters(
+    tokenizer: PreTrainedTokenizerBase, items: list[ChoiceItem]
+) -> tuple[list[list[int]], list[int]] | None:
+    """The letter prompts' tokens and each letter's token, where every `` A``, `` B``... is one token appended to
+    its prompt's tokens (as with the usual BPE tokenizers): then one forward per item scores all its letters."""
+    letters = LETTERS[: max(len(item.choices) for item in items)]
+    tokens = [tokenizer(f" {letter}", add_special_tokens=False)["input_ids"] for letter in letters]
+    if any(len(ids) != 1 for ids in tokens):
+        return None
+    prompts = [_letter_prompt(item) for item in items]
+    contexts = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+    for prompt, context in zip(prompts, contexts, strict=True):
+        wholes = tokenizer([prompt + f" {letter}" for letter in letters], add_special_tokens=False)["input_ids"]
+        if any(whole != [*context, *token] for whole, token in zip(wholes, tokens, strict=True)):
+            return None
+    return [list(context[-MAX_SEQ_LEN:]) for context in contexts], [ids[0] for ids in tokens]
+
+
 def choice_loglikelihoods(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, items: list[ChoiceItem], scoring: str
 ) -> list[np.ndarray]:
     """Per item, the log-likelihood of each choice (summed over its tokens), in one batched pass."""
+    letters = _single_token_letters(tokenizer, items) if scoring == "letter" else None
+    if letters is not None:
+        logprobs = next_token_logprobs(model, letters[0], tokenizer.pad_token_id, letters[1])
+        return [logprobs[i, : len(item.choices)] for i, item in enumerate(items)]
     encoded = _encode(tokenizer, _contexts_and_continuations(items, tokenizer, scoring))
     sums = -score_rows(model, encoded, range(len(encoded)), tokenizer.pad_token_id).loss_sums.double().numpy()
     offsets = np.cumsum([0] + [len(item.choices) for item in items])

@@ -9,6 +9,7 @@ from tuneahead_ray.training._evaluate import (
     eval_mode,
     exact_match,
     exact_match_by_group,
+    next_token_logprobs,
     score_rows,
 )
 from tuneahead_ray.training._head import answer_head_loss, uses_answer_head
@@ -48,6 +49,7 @@ __all__ = [
     "exact_match_by_group",
     "length_grouped",
     "lora_config",
+    "next_token_logprobs",
     "plan_memory",
     "score_rows",
     "uses_answer_head",

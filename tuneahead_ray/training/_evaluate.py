@@ -27,6 +27,7 @@ __all__ = [
     "eval_mode",
     "exact_match",
     "exact_match_by_group",
+    "next_token_logprobs",
     "score_rows",
 ]
 
@@ -106,6 +107,50 @@ def _token_budget_batches(pairs: EncodedPairs, indices: Sequence[int], budget: i
             batches.append([])
         batches[-1].append(i)
     return batches
+
+
+@torch.no_grad()
+def next_token_logprobs(
+    model: torch.nn.Module,
+    contexts: Sequence[Sequence[int]],
+    pad_id: int,
+    token_ids: Sequence[int],
+    token_budget: int = SCORING_TOKEN_BUDGET,
+) -> np.ndarray:
+    """Log-probability of each of ``token_ids`` as the next token after each context (rows x tokens), in eval
+    mode, in length-sorted batches under ``token_budget`` padded tokens; a large-vocabulary model applies its
+    head at the last position only."""
+    device = next(model.parameters()).device
+    order = sorted(range(len(contexts)), key=lambda i: -len(contexts[i]))
+    result = np.zeros((len(contexts), len(token_ids)))
+    wanted = torch.tensor(list(token_ids))
+    start = 0
+    with eval_mode(model):
+        while start < len(order):
+            width = len(contexts[order[start]])
+            rows = order[start : start + max(1, token_budget // max(width, 1))]
+            input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+            attention = torch.zeros((len(rows), width), dtype=torch.long)
+            for row, i in enumerate(rows):
+                input_ids[row, : len(contexts[i])] = torch.tensor(list(contexts[i]))
+                attention[row, : len(contexts[i])] = 1
+            last = attention.sum(dim=1) - 1
+            logits = _last_logits(model, input_ids.to(device), attention.to(device), last.to(device))
+            logprobs = torch.log_softmax(logits.float(), dim=-1)[:, wanted.to(logits.device)]
+            result[rows] = logprobs.double().cpu().numpy()
+            start += len(rows)
+    return result
+
+
+def _last_logits(model, input_ids, attention, last) -> torch.Tensor:
+    """Logits at position ``last`` of every row."""
+    rows = torch.arange(len(last), device=input_ids.device)
+    if uses_answer_head(model):
+        lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+        hidden = lm.get_decoder()(input_ids=input_ids, attention_mask=attention).last_hidden_state
+        return lm.get_output_embeddings()(hidden[rows, last.to(hidden.device)])
+    logits = model(input_ids=input_ids, attention_mask=attention).logits
+    return logits[rows.to(logits.device), last.to(logits.device)]
 
 
 @torch.no_grad()

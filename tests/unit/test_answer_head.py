@@ -118,3 +118,22 @@ def test_next_token_logprobs_equal_one_token_continuations_scored_whole(which, l
     pairs = EncodedPairs(sequences, np.array([len(s) - 1 for s in sequences]), np.array([len(s) for s in sequences]), 0)
     whole = -score_rows(model, pairs, range(len(pairs)), tokenizer.pad_token_id).loss_sums.double().numpy()
     np.testing.assert_allclose(fast, whole.reshape(len(contexts), len(token_ids)), rtol=1e-4, atol=1e-4)
+
+
+def test_descriptor_scores_of_a_large_vocabulary_model_equal_the_plain_forwards(large_vocab_model, pairs, tokenizer):
+    from tuneahead_ray.descriptors import ModelScorer
+    from tuneahead_ray.descriptors._model import _response_log_perplexity
+
+    scorer = ModelScorer("default", "cpu")
+    scorer.model = large_vocab_model  # shapes of a real model's head; the same tokenizer
+    inputs = collate(pairs, range(len(pairs)), tokenizer.pad_token_id)
+    log_ppl, exact, share, pooled = scorer._answer_scores(inputs)  # the answer-position path
+    with torch.no_grad():
+        logits, plain_pooled = scorer._hidden(inputs["input_ids"], inputs["attention_mask"])
+    torch.testing.assert_close(
+        log_ppl, _response_log_perplexity(logits, inputs["labels"]).double(), rtol=1e-5, atol=1e-5
+    )
+    plain_exact, plain_share = answer_agreement(logits, inputs["labels"])
+    assert exact.tolist() == plain_exact.double().tolist()
+    torch.testing.assert_close(share, plain_share.double())
+    torch.testing.assert_close(pooled, plain_pooled)

@@ -16,7 +16,16 @@ import torch
 import torch.nn.functional as F
 
 from ..modeling import DEFAULT_MODEL, load_model
-from ..training import EncodedPairs, answer_agreement, answer_token_losses, collate, encode_pairs
+from ..training import (
+    EncodedPairs,
+    answer_agreement,
+    answer_scores_from_hidden,
+    answer_token_losses,
+    collate,
+    decoder_hidden_states,
+    encode_pairs,
+    uses_answer_head,
+)
 from ._common import ArrowBatch, column_texts, exact_mean, untruncated_tokenizer
 
 __all__ = [
@@ -104,6 +113,23 @@ class ModelScorer:
         )
         return out.logits, _mean_pool(out.hidden_states[-1], mask.to(self.device)).float().cpu()
 
+    def _answer_scores(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """Response log-perplexity, greedy exact match, token agreement and pooled hidden state of each row.
+
+        A large-vocabulary model applies its head at answer positions only (``training._head``), never
+        materialising logits for every position."""
+        input_ids, mask = inputs["input_ids"].to(self.device), inputs["attention_mask"].to(self.device)
+        if uses_answer_head(self.model):
+            hidden = decoder_hidden_states(self.model, input_ids, mask)
+            sums, counts, hits = answer_scores_from_hidden(self.model, hidden, inputs["labels"])
+            pooled = _mean_pool(hidden, mask).float().cpu()
+            share = hits.double() / counts.clamp(min=1).double()
+            return (sums / counts.clamp(min=1)).double(), (hits == counts).double(), share, pooled
+        logits, pooled = self._hidden(input_ids, mask)
+        labels = inputs["labels"].to(self.device)
+        exact, share = answer_agreement(logits, labels)
+        return _response_log_perplexity(logits, labels).double().cpu(), exact.double().cpu(), share.cpu(), pooled
+
     @torch.inference_mode()
     def _score_pairs(self, pairs: EncodedPairs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per pair under the chat template: response log-perplexity, greedy exact match of the response, share
@@ -114,11 +140,7 @@ class ModelScorer:
         pooled = torch.zeros(len(pairs), self.model.config.hidden_size)
         for group in self._length_groups(pairs.input_ids):
             inputs = collate(pairs, group, self.tokenizer.pad_token_id)
-            logits, pooled[group] = self._hidden(inputs["input_ids"], inputs["attention_mask"])
-            labels = inputs["labels"].to(self.device)
-            log_ppl[group] = _response_log_perplexity(logits, labels).double().cpu()
-            exact, share = answer_agreement(logits, labels)
-            match[group], agreement[group] = exact.double().cpu(), share.cpu()
+            log_ppl[group], match[group], agreement[group], pooled[group] = self._answer_scores(inputs)
         return log_ppl, match, agreement, pooled
 
     @torch.inference_mode()

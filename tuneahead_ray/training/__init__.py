@@ -12,7 +12,12 @@ from tuneahead_ray.training._evaluate import (
     next_token_logprobs,
     score_rows,
 )
-from tuneahead_ray.training._head import answer_head_loss, uses_answer_head
+from tuneahead_ray.training._head import (
+    answer_head_loss,
+    answer_scores_from_hidden,
+    decoder_hidden_states,
+    uses_answer_head,
+)
 from tuneahead_ray.training._memory import BatchTooLargeError, MemoryPlan, plan_memory
 from tuneahead_ray.training._run import Benchmark, BenchmarkScore, FinishedRun, finish_run, train_to_end
 from tuneahead_ray.training._trainer import (
@@ -34,6 +39,8 @@ __all__ = [
     "finish_run",
     "MemoryPlan",
     "answer_head_loss",
+    "answer_scores_from_hidden",
+    "decoder_hidden_states",
     "answer_agreement",
     "answer_token_losses",
     "eval_mode",

@@ -17,7 +17,14 @@ from torch.utils.checkpoint import checkpoint
 
 from tuneahead_ray.training._encode import IGNORE_INDEX
 
-__all__ = ["ANSWER_HEAD_MIN_VOCAB", "answer_head_loss", "answer_head_scores", "uses_answer_head"]
+__all__ = [
+    "ANSWER_HEAD_MIN_VOCAB",
+    "answer_head_loss",
+    "answer_head_scores",
+    "answer_scores_from_hidden",
+    "decoder_hidden_states",
+    "uses_answer_head",
+]
 
 #: From this vocabulary size on, losses and scores go through the chunked answer-position head.
 ANSWER_HEAD_MIN_VOCAB = 16_384
@@ -43,16 +50,25 @@ def uses_answer_head(model: torch.nn.Module) -> bool:
     return callable(getattr(lm, "get_decoder", None)) and lm.get_output_embeddings() is not None
 
 
-def _answer_positions(
-    model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def decoder_hidden_states(
+    model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor
+) -> torch.Tensor:
+    """The decoder's last hidden states (after its final norm): what the head turns into logits."""
+    return _causal_lm(model).get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+
+def _at_answers(hidden: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Hidden states of the positions that predict an answer token, their target tokens and their rows."""
-    lm = _causal_lm(model)
-    hidden = lm.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-    targets = labels[:, 1:]
+    targets = labels[:, 1:].to(hidden.device)
     scored = targets != IGNORE_INDEX
     rows = torch.nonzero(scored, as_tuple=True)[0]
     return hidden[:, :-1][scored], targets[scored], rows
+
+
+def _answer_positions(
+    model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _at_answers(decoder_hidden_states(model, input_ids, attention_mask), labels)
 
 
 def _chunk_loss_sum(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -83,9 +99,18 @@ def answer_head_scores(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per row: summed answer cross-entropy, answer tokens, and answer tokens the arg-max gets right, from logits
     at answer positions only, in chunks."""
-    hidden, targets, rows = _answer_positions(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
+    hidden = decoder_hidden_states(model, batch["input_ids"], batch["attention_mask"])
+    return answer_scores_from_hidden(model, hidden, batch["labels"])
+
+
+@torch.no_grad()
+def answer_scores_from_hidden(
+    model: torch.nn.Module, hidden: torch.Tensor, labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`answer_head_scores` from decoder hidden states already computed (``labels`` -100 outside answers)."""
+    size = hidden.shape[0]
+    hidden, targets, rows = _at_answers(hidden, labels)
     head = _causal_lm(model).get_output_embeddings()
-    size = batch["input_ids"].shape[0]
     loss_sums = torch.zeros(size, dtype=torch.float32, device=hidden.device)
     hits = torch.zeros(size, dtype=torch.long, device=hidden.device)
     for start in range(0, len(targets), CHUNK_TOKENS):

@@ -17,7 +17,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from tuneahead_ray.training._encode import IGNORE_INDEX, EncodedPairs, collate, encode_pairs
-from tuneahead_ray.training._head import answer_head_scores, uses_answer_head
+from tuneahead_ray.training._head import answer_head_scores, last_position_logits, uses_answer_head
 
 __all__ = [
     "SCORING_TOKEN_BUDGET",
@@ -120,37 +120,19 @@ def next_token_logprobs(
     """Log-probability of each of ``token_ids`` as the next token after each context (rows x tokens), in eval
     mode, in length-sorted batches under ``token_budget`` padded tokens; a large-vocabulary model applies its
     head at the last position only."""
+    ends = np.array([len(context) for context in contexts])
+    pairs = EncodedPairs([np.asarray(context, dtype=np.int64) for context in contexts], ends, ends, 0)
     device = next(model.parameters()).device
-    order = sorted(range(len(contexts)), key=lambda i: -len(contexts[i]))
-    result = np.zeros((len(contexts), len(token_ids)))
     wanted = torch.tensor(list(token_ids))
-    start = 0
+    result = np.zeros((len(contexts), len(token_ids)))
     with eval_mode(model):
-        while start < len(order):
-            width = len(contexts[order[start]])
-            rows = order[start : start + max(1, token_budget // max(width, 1))]
-            input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-            attention = torch.zeros((len(rows), width), dtype=torch.long)
-            for row, i in enumerate(rows):
-                input_ids[row, : len(contexts[i])] = torch.tensor(list(contexts[i]))
-                attention[row, : len(contexts[i])] = 1
-            last = attention.sum(dim=1) - 1
-            logits = _last_logits(model, input_ids.to(device), attention.to(device), last.to(device))
+        for rows in _token_budget_batches(pairs, range(len(pairs)), token_budget, by_length=True):
+            batch = collate(pairs, rows, pad_id, device)
+            last = batch["attention_mask"].sum(dim=1) - 1
+            logits = last_position_logits(model, batch["input_ids"], batch["attention_mask"], last)
             logprobs = torch.log_softmax(logits.float(), dim=-1)[:, wanted.to(logits.device)]
             result[rows] = logprobs.double().cpu().numpy()
-            start += len(rows)
     return result
-
-
-def _last_logits(model, input_ids, attention, last) -> torch.Tensor:
-    """Logits at position ``last`` of every row."""
-    rows = torch.arange(len(last), device=input_ids.device)
-    if uses_answer_head(model):
-        lm = model.get_base_model() if hasattr(model, "get_base_model") else model
-        hidden = lm.get_decoder()(input_ids=input_ids, attention_mask=attention).last_hidden_state
-        return lm.get_output_embeddings()(hidden[rows, last.to(hidden.device)])
-    logits = model(input_ids=input_ids, attention_mask=attention).logits
-    return logits[rows.to(logits.device), last.to(logits.device)]
 
 
 @torch.no_grad()

@@ -23,6 +23,7 @@ __all__ = [
     "answer_head_scores",
     "answer_scores_from_hidden",
     "decoder_hidden_states",
+    "last_position_logits",
     "uses_answer_head",
 ]
 
@@ -55,6 +56,19 @@ def decoder_hidden_states(
 ) -> torch.Tensor:
     """The decoder's last hidden states (after its final norm): what the head turns into logits."""
     return _causal_lm(model).get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+
+def last_position_logits(
+    model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, last: torch.Tensor
+) -> torch.Tensor:
+    """Logits at position ``last`` of every row: the head applied there only for a large vocabulary, else read
+    from the plain forward."""
+    rows = torch.arange(len(last), device=input_ids.device)
+    if uses_answer_head(model):
+        hidden = decoder_hidden_states(model, input_ids, attention_mask)
+        return _causal_lm(model).get_output_embeddings()(hidden[rows.to(hidden.device), last.to(hidden.device)])
+    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
+    return logits[rows.to(logits.device), last.to(logits.device)]
 
 
 def _at_answers(hidden: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

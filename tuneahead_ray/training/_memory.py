@@ -16,7 +16,7 @@ import torch
 
 from tuneahead_ray.schemas import HyperParams
 from tuneahead_ray.training._encode import EncodedPairs
-from tuneahead_ray.training._head import CHUNK_TOKENS, uses_answer_head
+from tuneahead_ray.training._head import CHUNK_TOKENS, _causal_lm, uses_answer_head
 
 __all__ = [
     "BatchTooLargeError",
@@ -75,11 +75,6 @@ def disable_checkpointing(model: torch.nn.Module) -> None:
         lm.activation_checkpointing_disable()
     else:
         lm.gradient_checkpointing_disable()
-
-
-def _causal_lm(model: torch.nn.Module) -> torch.nn.Module:
-    get_base = getattr(model, "get_base_model", None)
-    return get_base() if callable(get_base) else model
 
 
 def _bytes_per_token_layer(config, dtype_bytes: int) -> int:

@@ -89,13 +89,6 @@ class StepRecord:
         return math.isfinite(self.loss) and math.isfinite(self.grad_norm)
 
 
-def _same_run(saved: HyperParams, current: HyperParams) -> bool:
-    """Equal hyperparameters, reading an unset ``group_by_length`` (a state saved before it existed) as off."""
-    return saved.model_copy(update={"group_by_length": bool(saved.group_by_length)}) == current.model_copy(
-        update={"group_by_length": bool(current.group_by_length)}
-    )
-
-
 class StepTrainer:
     """AdamW, lr schedule and clipping on the parameters that require grad; shuffled epochs; one step() at a time."""
 
@@ -243,7 +236,9 @@ class StepTrainer:
         """Continue from ``save_state``: same weights, moments, lr position and next batch."""
         source = Path(directory)
         meta = json.loads((source / "trainer_state.json").read_text(encoding="utf-8"))
-        if not _same_run(HyperParams.model_validate(meta["hp"]), self.hp) or meta["total_steps"] != self.total_steps:
+        # Compared by identity: a state saved before group_by_length existed (unset) is the same run as one with it off.
+        saved = HyperParams.model_validate(meta["hp"])
+        if saved.identity() != self.hp.identity() or meta["total_steps"] != self.total_steps:
             raise ValueError(f"{source}: saved state belongs to a different run (hyperparameters or length differ)")
         tensors = load_file(str(source / "trainer_state.safetensors"))
         with torch.no_grad():

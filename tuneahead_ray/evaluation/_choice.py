@@ -35,7 +35,6 @@ from tuneahead_ray.evaluation._spec import MultipleChoiceSpec
 from tuneahead_ray.training import (
     BenchmarkScore,
     EncodedPairs,
-    exact_match_by_group,
     next_token_logprobs,
     score_rows,
 )
@@ -224,5 +223,4 @@ class MultipleChoice:
 
     def score(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> BenchmarkScore:
         correct = self.predictions(model, tokenizer) == np.array([item.answer for item in self.items])
-        subjects = [item.subject for item in self.items]
-        return BenchmarkScore(100.0 * float(correct.mean()), exact_match_by_group(correct, subjects), len(correct))
+        return BenchmarkScore.of(correct, [item.subject for item in self.items])

@@ -14,7 +14,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from tuneahead_ray.data import DatasetError, load_dataset
 from tuneahead_ray.evaluation._spec import ExactMatchSpec
-from tuneahead_ray.training import BenchmarkScore, eval_mode, exact_match, exact_match_by_group
+from tuneahead_ray.training import BenchmarkScore, eval_mode, exact_match
 
 __all__ = ["GreedyExactMatch", "TeacherForcedExactMatch", "normalise_answer", "testbed_benchmark"]
 
@@ -24,10 +24,6 @@ _SPACE = re.compile(r"\s+")
 def normalise_answer(text: str) -> str:
     """What exact match compares: surrounding whitespace stripped, case folded, runs of whitespace made one space."""
     return _SPACE.sub(" ", text.strip()).casefold()
-
-
-def _score(correct: np.ndarray, groups: Sequence[str]) -> BenchmarkScore:
-    return BenchmarkScore(100.0 * float(correct.mean()), exact_match_by_group(correct, groups), len(correct))
 
 
 @dataclass(frozen=True)
@@ -40,7 +36,7 @@ class TeacherForcedExactMatch:
     groups: tuple[str, ...]
 
     def score(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> BenchmarkScore:
-        return _score(exact_match(model, tokenizer, self.prompts, self.answers), self.groups)
+        return BenchmarkScore.of(exact_match(model, tokenizer, self.prompts, self.answers), self.groups)
 
 
 @lru_cache(maxsize=1)
@@ -83,7 +79,7 @@ class GreedyExactMatch:
         correct = np.array(
             [normalise_answer(out) == normalise_answer(ref) for out, ref in zip(generated, self.answers, strict=True)]
         )
-        return _score(correct, self.groups)
+        return BenchmarkScore.of(correct, self.groups)
 
     def _budget(self, tokenizer: PreTrainedTokenizerBase) -> int:
         if self.max_new_tokens is not None:

@@ -8,12 +8,14 @@ The benchmark is given, never chosen here: anything with ``score(model, tokenize
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+import numpy as np
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from tuneahead_ray.training._evaluate import exact_match_by_group
 from tuneahead_ray.training._trainer import StepRecord, StepTrainer
 
 __all__ = ["Benchmark", "BenchmarkScore", "FinishedRun", "finish_run", "train_to_end"]
@@ -26,6 +28,11 @@ class BenchmarkScore:
     score: float
     breakdown: dict[str, float]
     items: int
+
+    @classmethod
+    def of(cls, correct: np.ndarray, groups: Sequence[str]) -> BenchmarkScore:
+        """Accuracy of per-item ``correct`` flags, overall and per group, in percentage points."""
+        return cls(100.0 * float(np.mean(correct)), exact_match_by_group(correct, groups), len(correct))
 
 
 class Benchmark(Protocol):

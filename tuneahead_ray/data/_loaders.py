@@ -74,11 +74,7 @@ def load_dataset(source: Source, format: Format = "auto", group_field: str | Non
 def read_records(path: str | os.PathLike[str]) -> list[RawRecord]:
     """Every record of a JSON array, JSONL or Parquet file, decoded but not validated, with its position (for
     formats of our own, such as benchmark items). Raises :class:`DatasetError` naming the file and position."""
-    path, _ = _resolve(Path(path), "auto")
-    rows = _READERS[path.suffix.lower()](path)
-    if not rows:
-        raise DatasetError(path, "no records")
-    return rows
+    return _read(_resolve(Path(path), "auto")[0])
 
 
 def load_records(source: Source, format: Format = "auto") -> list[dict[str, str]]:
@@ -114,9 +110,7 @@ def _load_pairs(
     source: Source, format: Format, group_field: str | None = None
 ) -> tuple[list[str], list[str], list[str | None]]:
     path, format = _resolve(source, format)
-    rows = _READERS[path.suffix.lower()](path)
-    if not rows:
-        raise DatasetError(path, "no records")
+    rows = _read(path)
     layout: str | None = None if format == "auto" else format
     prompts: list[str] = []
     responses: list[str] = []
@@ -134,6 +128,14 @@ def _load_pairs(
         group = raw.value.get(group_field) if group_field is not None else None
         groups.append(None if group is None else str(group))
     return prompts, responses, groups
+
+
+def _read(path: Path) -> list[RawRecord]:
+    """The records of a checked file (see :func:`_resolve`); none at all is an error naming it."""
+    rows = _READERS[path.suffix.lower()](path)
+    if not rows:
+        raise DatasetError(path, "no records")
+    return rows
 
 
 def _resolve(source: Source, format: str) -> tuple[Path, str]:

@@ -263,23 +263,29 @@ def run_into_store(
     on_progress: Callable[[int, int], None] | None = None,
     flush_every: int | None = None,
     to_row: Callable[[str, Any], dict] | None = None,
+    stop_when: Callable[[dict], bool] | None = None,
 ) -> list[WorkerFailure]:
     """Run ``jobs`` on the pool, append each finished row to ``store`` as it arrives, shut the pool down.
 
-    ``to_row(key, result)`` makes the stored row of a result (default: the result is the row). Failures are
-    returned, never dropped; ``store.flush()`` runs every ``flush_every`` results and at the end.
+    ``to_row(key, result)`` makes the stored row of a result (default: the result is the row); ``stop_when(row)``
+    after a stored row ends the run early (jobs in flight are dropped). Failures are returned, never dropped;
+    ``store.flush()`` runs every ``flush_every`` results and at the end.
     """
     failures: list[WorkerFailure] = []
     try:
         for done, (key, result) in enumerate(pool.map_unordered(method, jobs), start=1):
+            row = None
             if isinstance(result, WorkerFailure):
                 failures.append(result)
             else:
-                store.append(to_row(key, result) if to_row is not None else result)
+                row = to_row(key, result) if to_row is not None else result
+                store.append(row)
             if on_progress is not None:
                 on_progress(done, len(jobs))
             if flush_every and done % flush_every == 0:
                 store.flush()
+            if row is not None and stop_when is not None and stop_when(row):
+                break
     finally:
         pool.shutdown()
         store.flush()

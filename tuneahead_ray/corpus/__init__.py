@@ -2,7 +2,13 @@
 testbed's, or one sampled from a grid for any model."""
 
 from tuneahead_ray.corpus._build import PROXY_MAX_STEPS, CorpusWorker, build_corpus
-from tuneahead_ray.corpus._grid import GridCorpusReport, build_grid_corpus, run_compute_seconds, sample_candidates
+from tuneahead_ray.corpus._grid import (
+    GridCorpusReport,
+    build_grid_corpus,
+    outcome_columns,
+    run_compute_seconds,
+    sample_candidates,
+)
 from tuneahead_ray.corpus._refeature import refeature_checkpoint, refeature_corpus
 from tuneahead_ray.corpus._sampling import CorpusSpec, dominant_family, sample_corpus_specs
 
@@ -14,6 +20,7 @@ __all__ = [
     "build_corpus",
     "build_grid_corpus",
     "dominant_family",
+    "outcome_columns",
     "refeature_checkpoint",
     "refeature_corpus",
     "run_compute_seconds",

@@ -32,10 +32,6 @@ __all__ = ["CorpusWorker", "build_corpus", "run_corpus_jobs", "PROXY_MAX_STEPS"]
 PROXY_MAX_STEPS = 100
 
 
-def _records(spec: CorpusSpec) -> list[dict]:
-    return generate_records(spec.data)
-
-
 def _table(records: list[dict]) -> pa.Table:
     return pa.table(
         {
@@ -63,7 +59,7 @@ class CorpusWorker:
 
     def _data(self, spec: CorpusSpec) -> tuple[list[dict], Candidate]:
         """The run's regenerated records, written to a file the run worker trains on (removed after the run)."""
-        records = _records(spec)
+        records = generate_records(spec.data)
         path = write_jsonl(records, self._data_dir / f"{spec.run_id()}.jsonl")
         return records, Candidate(model=self.model_name, dataset=DatasetRef(path=path), hp=spec.hp)
 

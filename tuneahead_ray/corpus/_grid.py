@@ -27,9 +27,9 @@ from tuneahead_ray.features import (
 from tuneahead_ray.grid import GridSpec
 from tuneahead_ray.probe import ProbeResult, RunWorker
 from tuneahead_ray.schemas import Candidate, RunResult
-from tuneahead_ray.workers import PoolConfig, WorkerFailure, WorkerPool
+from tuneahead_ray.workers import PoolConfig, WorkerFailure, WorkerPool, run_into_store
 
-__all__ = ["GridCorpusReport", "build_grid_corpus", "run_compute_seconds", "sample_candidates"]
+__all__ = ["GridCorpusReport", "build_grid_corpus", "outcome_columns", "run_compute_seconds", "sample_candidates"]
 
 
 def sample_candidates(candidates: list[Candidate], runs: int, seed: int) -> list[Candidate]:
@@ -46,11 +46,9 @@ def run_compute_seconds(row: dict, gpus_per_worker: float) -> float:
     return (row["train_seconds"] + row["eval_seconds"]) * max(gpus_per_worker, 1.0)
 
 
-def _corpus_row(
-    candidate: Candidate, fingerprint: str, static: dict[str, float], probe: ProbeResult, run: RunResult
-) -> dict:
+def outcome_columns(run: RunResult) -> dict:
+    """The ground-truth columns of a finished run, as a corpus (or a launch's outcomes) stores them."""
     return {
-        **feature_row(candidate, fingerprint, static, probe),
         "score": run.score,
         "base_score": run.base_score,
         "gain": run.gain,
@@ -60,6 +58,12 @@ def _corpus_row(
         "train_seconds": run.train_seconds,
         "eval_seconds": run.eval_seconds,
     }
+
+
+def _corpus_row(
+    candidate: Candidate, fingerprint: str, static: dict[str, float], probe: ProbeResult, run: RunResult
+) -> dict:
+    return {**feature_row(candidate, fingerprint, static, probe), **outcome_columns(run)}
 
 
 class GridCorpusReport:
@@ -96,8 +100,7 @@ def build_grid_corpus(
     budget = None if gpu_hours is None else gpu_hours * 3600
     spent = sum(run_compute_seconds(row, config.gpus_per_worker) for row in store.rows.values())
     failures: list[WorkerFailure] = []
-    at_budget = budget is not None and spent >= budget
-    if todo and not at_budget:
+    if todo and (budget is None or spent < budget):
         static = static_features(
             todo.values(),
             fingerprints,
@@ -106,24 +109,18 @@ def build_grid_corpus(
             device=config.device,
             on_progress=on_progress,
         )
+
+        def corpus_row(key: str, result: tuple[ProbeResult, RunResult]) -> dict:
+            fingerprint = fingerprints[todo[key].dataset.path]
+            return _corpus_row(todo[key], fingerprint, static[fingerprint], *result)
+
+        def over_budget(row: dict) -> bool:
+            nonlocal spent
+            spent += run_compute_seconds(row, config.gpus_per_worker)
+            return budget is not None and spent >= budget
+
         pool = WorkerPool(RunWorker, (grid.model, config.device, config.shards), config)
         jobs = [(key, (candidate, grid.probe, benchmark)) for key, candidate in todo.items()]
-        try:
-            for done, (key, result) in enumerate(pool.map_unordered("probe_and_run", jobs), start=1):
-                if isinstance(result, WorkerFailure):
-                    failures.append(result)
-                else:
-                    candidate = todo[key]
-                    fingerprint = fingerprints[candidate.dataset.path]
-                    row = _corpus_row(candidate, fingerprint, static[fingerprint], *result)
-                    store.append(row)
-                    spent += run_compute_seconds(row, config.gpus_per_worker)
-                if on_run is not None:
-                    on_run(done, len(jobs))
-                if budget is not None and spent >= budget:
-                    at_budget = True
-                    break
-        finally:
-            pool.shutdown()
+        failures = run_into_store(pool, "probe_and_run", jobs, store, on_run, to_row=corpus_row, stop_when=over_budget)
     store.flush()
-    return GridCorpusReport(store.table(), failures, spent / 3600, at_budget)
+    return GridCorpusReport(store.table(), failures, spent / 3600, budget is not None and spent >= budget)

@@ -7,12 +7,12 @@ is appended the moment it finishes; a killed launch resumes without retraining f
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 
+from tuneahead_ray.corpus import outcome_columns
 from tuneahead_ray.evaluation import default_benchmark_spec
 from tuneahead_ray.grid import GridSpec
 from tuneahead_ray.probe import RunWorker
@@ -39,18 +39,7 @@ def probe_state_dir(out_dir: str | Path, candidate_id: str) -> Path:
 
 def outcome_row(features: dict, result: RunResult) -> dict:
     """An outcome row: the candidate's screened features and identity, and what its full run gave."""
-    return {
-        **features,
-        "score": result.score,
-        "base_score": result.base_score,
-        "gain": result.gain,
-        "per_family": json.dumps(result.per_family),
-        "loss_curve": result.loss_curve,
-        "diverged": result.diverged,
-        "resumed_from_probe": result.resumed_from is not None,
-        "train_seconds": result.train_seconds,
-        "eval_seconds": result.eval_seconds,
-    }
+    return {**features, **outcome_columns(result), "resumed_from_probe": result.resumed_from is not None}
 
 
 #: Candidate-table columns that are decisions or bookkeeping of the screening, not features of the run.

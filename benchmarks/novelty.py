@@ -26,22 +26,15 @@ from pathlib import Path
 
 import lightgbm as lgb
 import numpy as np
+from accuracy import RESULTS, TARGET, load_corpus
 from sklearn.cluster import KMeans
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import GroupKFold, KFold
 from sklearn.neighbors import NearestNeighbors
 
-from tuneahead_ray.predictor import (
-    PredictorConfig,
-    ScorePredictor,
-    corpus_feature_groups,
-    default_corpus_path,
-    feature_matrix,
-    load_metadataset,
-)
+from tuneahead_ray.predictor import PredictorConfig, ScorePredictor, corpus_feature_groups, feature_matrix
 from tuneahead_ray.predictor._model import lightgbm_params
 
-RESULTS = Path(__file__).resolve().parent / "results"
 PROBLEMS = ("label_noise", "duplication", "format_corruption", "off_target")
 LEVEL = 0.9
 
@@ -112,7 +105,7 @@ def half_widths(calibration, novelty: np.ndarray) -> np.ndarray:
 
 
 def _evaluate(table, x, y, features, train, test, seed: int) -> tuple[dict, np.ndarray]:
-    predictor = ScorePredictor(features, PredictorConfig(seed=seed)).fit(table.iloc[train], "score")
+    predictor = ScorePredictor(features, PredictorConfig(seed=seed)).fit(table.iloc[train], TARGET)
     prediction = predictor.booster.predict(x[test])
     lower, upper = predictor.predict_interval(table.iloc[test])
     truth = y[test]
@@ -136,14 +129,14 @@ def _evaluate(table, x, y, features, train, test, seed: int) -> tuple[dict, np.n
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--corpus", type=Path, default=default_corpus_path())
+    parser.add_argument("--corpus", type=Path, default=Path("corpus/corpus.parquet"), help="corpus Parquet file")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=RESULTS / "novelty.json")
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    table = load_metadataset(args.corpus, "score")
+    table, _ = load_corpus(args.corpus)
     features = [name for group in ("static", "probe", "hp") for name in corpus_feature_groups()[group]]
-    x, y = feature_matrix(table, features), table["score"].to_numpy(float)
+    x, y = feature_matrix(table, features), table[TARGET].to_numpy(float)
     order = np.random.default_rng(args.seed).permutation(len(y))
     held_in = order[: int(0.28 * len(y))]
     rows = {}

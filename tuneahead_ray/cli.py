@@ -155,6 +155,10 @@ def _cmd_corpus_build(args: argparse.Namespace) -> int:
     from tuneahead_ray.modeling import resolve_model_dir
     from tuneahead_ray.workers import PoolConfig
 
+    if args.runs < 1:
+        raise ValueError(f"--runs: must be at least 1, got {args.runs}")
+    if args.gpu_hours is not None and not args.gpu_hours > 0:
+        raise ValueError(f"--gpu-hours: must be positive, got {args.gpu_hours}")
     if args.grid is not None:
         return _cmd_corpus_build_grid(args)
     if args.gpu_hours is not None:

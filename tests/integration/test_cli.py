@@ -228,3 +228,16 @@ def test_run_rejects_a_bad_benchmark_file_before_training(tmp_path: Path, data: 
     err = _fails(["run", "--data", str(data), "--hp", str(_hp(tmp_path, HP_YAML)), "--benchmark", str(benchmark)],
                  capsys)  # fmt: skip
     assert "mc.jsonl, line 1: field 'answer' must be an index" in err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--runs", "0"], "--runs: must be at least 1, got 0"),
+        (["--runs", "3", "--gpu-hours", "-1"], "--gpu-hours: must be positive, got -1.0"),
+        (["--runs", "3", "--gpu-hours", "2"], "--gpu-hours: a budget applies to a grid's corpus (--grid)"),
+    ],
+)
+def test_corpus_build_rejects_bad_sizes_and_budgets(tmp_path: Path, extra: list[str], message: str, capsys) -> None:
+    assert message in _fails(["corpus", "build", "--out", str(tmp_path / "corpus"), *extra], capsys)
+    assert not (tmp_path / "corpus").exists()  # nothing started

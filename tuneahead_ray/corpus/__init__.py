@@ -1,6 +1,7 @@
 """The corpus of completed runs (meta-features + ground truth) that the predictor learns from: the embedded
 testbed's, or one sampled from a grid for any model."""
 
+from tuneahead_ray.corpus._active import Strategy, estimated_rmse, pick_batch, plateau
 from tuneahead_ray.corpus._build import PROXY_MAX_STEPS, CorpusWorker, build_corpus
 from tuneahead_ray.corpus._grid import (
     GridCorpusReport,
@@ -17,10 +18,14 @@ __all__ = [
     "CorpusSpec",
     "CorpusWorker",
     "GridCorpusReport",
+    "Strategy",
     "build_corpus",
     "build_grid_corpus",
     "dominant_family",
+    "estimated_rmse",
     "outcome_columns",
+    "pick_batch",
+    "plateau",
     "refeature_checkpoint",
     "refeature_corpus",
     "run_compute_seconds",

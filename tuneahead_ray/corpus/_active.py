@@ -1,0 +1,121 @@
+"""Which runs to train next when building a corpus: active selection from a candidate pool.
+
+Strategies:
+  * ``random`` — a uniform sample of the pool (ignores the predictor).
+  * ``uncertainty`` — the widest prediction intervals (``predictor.predict_interval``). With the ``cv`` interval
+    method every run has the same width, so this is random selection; it needs ``cv-normalized`` intervals.
+  * ``decision`` — the runs whose GO/NO-GO is least certain: P(score >= threshold), read from the prediction
+    interval by :func:`tuneahead_ray.scheduler.success_probability`, closest to 0.5.
+
+With no predictor yet (nothing trained) every strategy is random. :func:`estimated_rmse` reads a fitted
+predictor's own out-of-sample error (its cross-fitted calibration residuals), and :func:`plateau` says after which
+batch that estimate stopped improving, i.e. when more runs stop paying for themselves.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from enum import Enum
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from tuneahead_ray.scheduler import success_probability
+
+if TYPE_CHECKING:
+    from tuneahead_ray.predictor import ScorePredictor
+
+__all__ = ["Strategy", "estimated_rmse", "pick_batch", "plateau"]
+
+
+class Strategy(str, Enum):
+    """How :func:`pick_batch` chooses the next runs to train."""
+
+    RANDOM = "random"
+    UNCERTAINTY = "uncertainty"
+    DECISION = "decision"
+
+
+def _strategy(value: Strategy | str) -> Strategy:
+    try:
+        return Strategy(value)
+    except ValueError:
+        choices = ", ".join(s.value for s in Strategy)
+        raise ValueError(f"unknown strategy {value!r}: choose one of {choices}") from None
+
+
+def _lowest(key: np.ndarray, take: int, rng: np.random.Generator) -> np.ndarray:
+    """Positions of the ``take`` lowest ``key`` values, ties broken at random."""
+    return np.lexsort((rng.random(len(key)), key))[:take]
+
+
+def pick_batch(
+    strategy: Strategy | str,
+    pool: pd.DataFrame,
+    predictor: ScorePredictor | None,
+    size: int,
+    *,
+    threshold: float,
+    seed: int,
+) -> np.ndarray:
+    """Positional indexes into ``pool`` of the next runs to train: at most ``size``, distinct, best first.
+
+    ``predictor`` is the predictor fitted on the runs trained so far (``None`` before any: random selection);
+    ``threshold`` is the GO/NO-GO score threshold the ``decision`` strategy targets; ``seed`` drives the random
+    choice and breaks ties.
+    """
+    strategy = _strategy(strategy)
+    if isinstance(size, bool) or not isinstance(size, int | np.integer) or size < 1:
+        raise ValueError(f"size must be a positive integer, got {size!r}")
+    if not math.isfinite(threshold):
+        raise ValueError(f"threshold must be finite, got {threshold!r}")
+    rng = np.random.default_rng(seed)
+    take = min(int(size), len(pool))
+    if take == 0:
+        return np.empty(0, dtype=np.intp)
+    if strategy is Strategy.RANDOM or predictor is None:
+        return rng.choice(len(pool), size=take, replace=False).astype(np.intp)
+    lower, upper = (np.asarray(end, dtype=float) for end in predictor.predict_interval(pool))
+    if strategy is Strategy.UNCERTAINTY:
+        return _lowest(-(upper - lower), take, rng).astype(np.intp)
+    predicted = np.asarray(predictor.predict(pool), dtype=float)
+    probability = success_probability(predicted, lower, upper, threshold, level=predictor.config.level)
+    return _lowest(np.abs(probability - 0.5), take, rng).astype(np.intp)
+
+
+def estimated_rmse(predictor: ScorePredictor) -> float:
+    """The predictor's own out-of-sample RMSE estimate: the RMSE of its cross-fitted (or split) calibration
+    residuals, recorded by :meth:`ScorePredictor.fit`."""
+    value = getattr(predictor, "metrics", {}).get("calibration_rmse")
+    if value is None:
+        raise ValueError("the predictor has no calibration_rmse: fit it first")
+    return float(value)
+
+
+def plateau(errors: Sequence[float], *, tolerance: float = 0.05, patience: int = 2) -> int | None:
+    """Index of the batch after which the estimated error stopped improving, or ``None`` while it still improves.
+
+    A batch improves when its error is more than ``tolerance`` (relative) below the error of the last batch that
+    improved (so that slow, steady gains still add up); once ``patience`` batches in a row fail to, the answer is
+    that last improving batch.
+    """
+    if not 0 <= tolerance < 1:
+        raise ValueError(f"tolerance must be in [0, 1), got {tolerance!r}")
+    if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
+        raise ValueError(f"patience must be a positive integer, got {patience!r}")
+    values = [float(e) for e in errors]
+    if any(not math.isfinite(e) or e < 0 for e in values):
+        raise ValueError("errors must be finite and non-negative")
+    if not values:
+        return None
+    anchor, stalled = 0, 0
+    for i in range(1, len(values)):
+        if values[i] < values[anchor] * (1 - tolerance):
+            anchor, stalled = i, 0
+        else:
+            stalled += 1
+            if stalled >= patience:
+                return anchor
+    return None

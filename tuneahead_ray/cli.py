@@ -117,29 +117,48 @@ def _cmd_features(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def _print_history(history, out: Path) -> None:
+    """The active build's error estimate per refit, and whether more runs still pay."""
+    print(f"{'runs':>6}  estimated RMSE ({history.strategy.value} selection)")
+    for batch in history.batches:
+        print(f"{batch.runs:>6}  {batch.estimated_rmse:.3f}")
+    if history.plateau_runs is not None:
+        print(f"the estimated error stopped improving after {history.plateau_runs} runs: more runs add little")
+    else:
+        print("the estimated error is still improving: more runs should help")
+    print(f"history in {out / 'active.json'}")
+
+
 def _cmd_corpus_build_grid(args: argparse.Namespace) -> int:
     from tuneahead_ray._cli_common import StageBars, pool_config
-    from tuneahead_ray.corpus import build_grid_corpus
+    from tuneahead_ray.corpus import build_active_corpus, build_grid_corpus
     from tuneahead_ray.evaluation import default_benchmark_spec
     from tuneahead_ray.grid import load_grid
 
     grid, candidates = load_grid(args.grid)
     if grid.benchmark is None:
         default_benchmark_spec(grid.model)  # a model directory needs a benchmark: say so before anything runs
+    if args.strategy == "decision" and grid.threshold is None:
+        raise ValueError(f"{args.grid}: threshold: --strategy decision needs the grid's success threshold")
     init_ray(args)
     bar, progress = run_bar("corpus runs")
-    report = build_grid_corpus(
-        grid,
-        candidates,
-        args.out,
-        args.runs,
-        seed=args.seed,
-        gpu_hours=args.gpu_hours,
-        pool_config=pool_config(args, grid.device if args.device is None else args.device),
-        on_progress=StageBars(),
-        on_run=progress,
-    )
+    options = {
+        "seed": args.seed,
+        "gpu_hours": args.gpu_hours,
+        "pool_config": pool_config(args, grid.device if args.device is None else args.device),
+        "on_progress": StageBars(),
+        "on_run": progress,
+    }
+    history = None
+    if args.strategy is None:
+        report = build_grid_corpus(grid, candidates, args.out, args.runs, **options)
+    else:
+        report, history = build_active_corpus(
+            grid, candidates, args.out, args.runs, strategy=args.strategy, batch_size=args.batch, **options
+        )
     bar.close()
+    if history is not None:
+        _print_history(history, Path(args.out))
     stopped = " (stopped at the --gpu-hours budget; rerun with a larger one to continue)" if report.at_budget else ""
     print(
         f"corpus at {Path(args.out) / 'corpus.parquet'}: {report.table.num_rows} runs of {grid.model}, "
@@ -159,10 +178,14 @@ def _cmd_corpus_build(args: argparse.Namespace) -> int:
         raise ValueError(f"--runs: must be at least 1, got {args.runs}")
     if args.gpu_hours is not None and not args.gpu_hours > 0:
         raise ValueError(f"--gpu-hours: must be positive, got {args.gpu_hours}")
+    if args.batch < 1:
+        raise ValueError(f"--batch: must be at least 1, got {args.batch}")
     if args.grid is not None:
         return _cmd_corpus_build_grid(args)
     if args.gpu_hours is not None:
         raise ValueError("--gpu-hours: a budget applies to a grid's corpus (--grid)")
+    if args.strategy is not None:
+        raise ValueError("--strategy: active selection applies to a grid's corpus (--grid)")
 
     proxy = None if args.no_proxy else str(resolve_model_dir(args.proxy_model or default_proxy_dir()))
     init_ray(args)
@@ -303,6 +326,15 @@ def _parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
         type=float,
         help="with --grid: start no run once the corpus's runs have spent this many device-hours",
     )
+    corpus_build.add_argument(
+        "--strategy",
+        choices=("random", "uncertainty", "decision"),
+        help="with --grid: train runs in batches, each picked from the probed candidate pool by a predictor refit "
+        "on the runs so far: at random, widest intervals first (uncertainty), or least certain GO/NO-GO at the "
+        "grid's threshold first (decision); prints when its estimated error stops improving. Default: one "
+        "seeded random sample",
+    )
+    corpus_build.add_argument("--batch", type=int, default=25, help="with --strategy: runs per batch (default 25)")
     corpus_build.add_argument("--device", help="cpu, cuda or auto (default: the grid's device; testbed: cpu)")
     corpus_build.add_argument("--proxy-model", help="proxy model dir for the ProxyLM baseline (default: embedded)")
     corpus_build.add_argument("--no-proxy", action="store_true", help="skip the proxy fine-tunes")

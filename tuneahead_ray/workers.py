@@ -264,8 +264,10 @@ def run_into_store(
     flush_every: int | None = None,
     to_row: Callable[[str, Any], dict] | None = None,
     stop_when: Callable[[dict], bool] | None = None,
+    shutdown: bool = True,
 ) -> list[WorkerFailure]:
-    """Run ``jobs`` on the pool, append each finished row to ``store`` as it arrives, shut the pool down.
+    """Run ``jobs`` on the pool, append each finished row to ``store`` as it arrives, shut the pool down (unless
+    ``shutdown=False``: a caller that runs several batches on it shuts it down itself).
 
     ``to_row(key, result)`` makes the stored row of a result (default: the result is the row); ``stop_when(row)``
     after a stored row ends the run early (jobs in flight are dropped). Failures are returned, never dropped;
@@ -287,6 +289,7 @@ def run_into_store(
             if row is not None and stop_when is not None and stop_when(row):
                 break
     finally:
-        pool.shutdown()
+        if shutdown:
+            pool.shutdown()
         store.flush()
     return failures

@@ -236,6 +236,8 @@ def test_run_rejects_a_bad_benchmark_file_before_training(tmp_path: Path, data: 
         (["--runs", "0"], "--runs: must be at least 1, got 0"),
         (["--runs", "3", "--gpu-hours", "-1"], "--gpu-hours: must be positive, got -1.0"),
         (["--runs", "3", "--gpu-hours", "2"], "--gpu-hours: a budget applies to a grid's corpus (--grid)"),
+        (["--runs", "3", "--strategy", "decision"], "--strategy: active selection applies to a grid's corpus (--grid)"),
+        (["--runs", "3", "--batch", "0"], "--batch: must be at least 1, got 0"),
     ],
 )
 def test_corpus_build_rejects_bad_sizes_and_budgets(tmp_path: Path, extra: list[str], message: str, capsys) -> None:

@@ -88,10 +88,16 @@ def test_a_corpus_build_stops_at_its_budget_and_resumes_within_it(project: Path,
     assert len(pd.read_parquet(out / "corpus.parquet")) == 1
 
 
-def test_own_model_corpus_screen_launch_and_refit(project: Path, ray_session, capsys) -> None:
+@pytest.fixture(scope="module")
+def corpus(project: Path, ray_session) -> Path:
+    """A corpus of 10 of the grid's 12 candidates, built the default way (one seeded random sample)."""
+    out = project / "corpus"
+    assert main(["corpus", "build", "--grid", str(project / "grid.yaml"), "--runs", "10", "--out", str(out)]) == 0
+    return out / "corpus.parquet"
+
+
+def test_own_model_corpus_screen_launch_and_refit(project: Path, corpus: Path, capsys) -> None:
     grid = project / "grid.yaml"
-    corpus = project / "corpus" / "corpus.parquet"
-    assert main(["corpus", "build", "--grid", str(grid), "--runs", "10", "--out", str(corpus.parent)]) == 0
     rows = pd.read_parquet(corpus)  # 10 of the grid's 12 candidates
     assert len(rows) == 10 and set(rows["model"]) == {str(project / "model")}
     assert rows["base_score"].nunique() == 1 and rows["base_score"].iloc[0] > 25  # the MC benchmark, above chance
@@ -121,3 +127,38 @@ def test_own_model_corpus_screen_launch_and_refit(project: Path, ray_session, ca
     card = json.loads((predictor / "card.json").read_text())
     runs = set(rows["candidate_id"]) | set(outcomes["candidate_id"])  # an outcome of a corpus run counts once
     assert card["metrics"]["n_train"] == len(runs) and card["metrics"]["previous_n_train"] == 10
+
+
+def test_an_active_build_refits_on_the_corpus_and_picks_by_decision_value(project: Path, corpus: Path, capsys) -> None:
+    from tuneahead_ray.corpus import pick_batch
+    from tuneahead_ray.predictor import PredictorConfig, ScorePredictor, corpus_feature_groups
+
+    out = project / "active"
+    shutil.copytree(corpus.parent, out)  # continue a random build's 10 runs actively
+    argv = ["corpus", "build", "--grid", str(project / "grid.yaml"), "--out", str(out), "--strategy", "decision"]
+    assert main([*argv, "--runs", "11", "--batch", "5"]) == 0
+    assert "estimated RMSE (decision selection)" in capsys.readouterr().out
+    pool = pd.read_parquet(out / "pool.parquet")
+    assert len(pool) == 2  # the grid's candidates not in the corpus, probed once
+    history = json.loads((out / "active.json").read_text())
+    assert [batch["runs"] for batch in history["batches"]] == [10, 11]  # refit before the batch and after it
+
+    first = pd.read_parquet(corpus)
+    features = [n for group in corpus_feature_groups().values() for n in group if n in first.columns]
+    predictor = ScorePredictor(features, PredictorConfig(seed=0)).fit(first, "score")
+    assert history["batches"][0]["estimated_rmse"] == pytest.approx(predictor.metrics["calibration_rmse"])
+    remaining = pool.sort_values("candidate_id", ignore_index=True)
+    expected = remaining["candidate_id"].iloc[pick_batch("decision", remaining, predictor, 1, threshold=50, seed=10)]
+    added = set(pd.read_parquet(out / "corpus.parquet")["candidate_id"]) - set(first["candidate_id"])
+    assert added == set(expected)
+    assert main([*argv, "--runs", "11", "--batch", "5"]) == 0  # resumed: nothing to do
+    assert len(pd.read_parquet(out / "corpus.parquet")) == 11
+
+
+def test_a_decision_build_needs_the_grid_threshold(project: Path, tmp_path: Path, capsys) -> None:
+    grid = project / "no-threshold.yaml"
+    grid.write_text(GRID.replace("threshold: 50\n", ""))
+    argv = ["corpus", "build", "--grid", str(grid), "--runs", "3", "--out", str(tmp_path / "c")]
+    assert main([*argv, "--strategy", "decision"]) == 2
+    assert "threshold: --strategy decision needs the grid's success threshold" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()

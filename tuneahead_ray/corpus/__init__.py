@@ -10,15 +10,19 @@ from tuneahead_ray.corpus._grid import (
     run_compute_seconds,
     sample_candidates,
 )
+from tuneahead_ray.corpus._grid_active import ActiveHistory, BatchRecord, build_active_corpus
 from tuneahead_ray.corpus._refeature import refeature_checkpoint, refeature_corpus
 from tuneahead_ray.corpus._sampling import CorpusSpec, dominant_family, sample_corpus_specs
 
 __all__ = [
     "PROXY_MAX_STEPS",
+    "ActiveHistory",
+    "BatchRecord",
     "CorpusSpec",
     "CorpusWorker",
     "GridCorpusReport",
     "Strategy",
+    "build_active_corpus",
     "build_corpus",
     "build_grid_corpus",
     "dominant_family",

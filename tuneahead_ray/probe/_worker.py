@@ -231,19 +231,29 @@ class RunWorker:
         return self._result(candidate, trainer, run, base, started, resumed_from)
 
     def probe_and_run(
-        self, candidate: Candidate, spec: ProbeSpec, benchmark: BenchmarkSpec | None = None
+        self,
+        candidate: Candidate,
+        spec: ProbeSpec,
+        benchmark: BenchmarkSpec | None = None,
+        on_probe: Callable[[ProbeResult, list[float]], None] | None = None,
+        on_step: Callable[[StepRecord], None] | None = None,
     ) -> tuple[ProbeResult, RunResult]:
         """A corpus run: the probe as the first K steps of the run's own trainer, then the same trainer to the
-        end and the score, so the ground truth is exactly the run whose start the probe measured."""
+        end and the score, so the ground truth is exactly the run whose start the probe measured.
+
+        ``on_probe(probe, losses)`` is called between the two with the probe and its per-step losses, and
+        ``on_step`` after each later step (a Ray Tune trial reports through them)."""
         started = time.perf_counter()
         scorer, base = self._benchmark(benchmark)
         trainer = self._trainer(candidate)
         try:
             trace = self._probe_trace(trainer, candidate, spec)
             probe = self._probe_result(candidate, trainer, trace, spec, started, None)
+            if on_probe is not None:
+                on_probe(probe, list(trace.losses))
             last = (trace.losses or [float("nan")])[-1], (trace.grad_norms or [float("nan")])[-1]
             stopped = len(trace.losses) < spec.steps_for(trainer.total_steps) or not all(map(math.isfinite, last))
-            run = finish_run(trainer, self.tokenizer, scorer, trace.losses, diverged=stopped)
+            run = finish_run(trainer, self.tokenizer, scorer, trace.losses, diverged=stopped, on_step=on_step)
         finally:
             self.model = detach_adapter(trainer.model)
         run.train_seconds += trace.seconds

@@ -12,6 +12,7 @@ from tuneahead_ray.tune._scheduler import (
     TuneAheadScheduler,
     features_of,
 )
+from tuneahead_ray.tune._trainable import lora_trainable
 
 __all__ = [
     "FEATURES_KEY",
@@ -22,4 +23,5 @@ __all__ = [
     "TuneAheadScheduler",
     "default_predictor",
     "features_of",
+    "lora_trainable",
 ]

@@ -129,7 +129,7 @@ class TuneAheadScheduler(TrialScheduler):
         self.base = base or FIFOScheduler()
         #: The prediction and decision of every trial that reported its features, by trial id.
         self.predictions: dict[str, TrialPrediction] = {}
-        self.committed_s = 0.0
+        self.committed_s, self.go_count = 0.0, 0  # budget committed to and number of GO trials
         self._seen: list[tuple[float, float, float, float]] = []  # predicted, lower, upper, cost of each probe
 
     # ------------------------------------------------------------------------------------------ decision
@@ -143,7 +143,7 @@ class TuneAheadScheduler(TrialScheduler):
             probe = full * float(row["probe_steps"].iloc[0]) / float(row["hp_total_steps"].iloc[0])
         return max(full - probe, 0.0)
 
-    def predict(self, features: Mapping[str, Any], continuing: bool = True) -> TrialPrediction:
+    def _decide(self, features: Mapping[str, Any], continuing: bool) -> TrialPrediction:
         """Predict one trial from its meta-feature row and decide under the online rule; ``continuing``: whether
         the base scheduler lets the trial go on (a GO commits budget and a top-k place only then)."""
         row = pd.DataFrame([dict(features)])
@@ -165,10 +165,9 @@ class TuneAheadScheduler(TrialScheduler):
         if self.policy is Policy.THRESHOLD and not go:
             reason = f"predicted {predicted:.1f} < threshold {self.threshold:g}"
         elif self.policy is Policy.TOP_K:
-            taken = sum(p.go for p in self.predictions.values())
             if not go:
                 reason = f"not among the top {self.k} predictions seen so far"
-            elif taken >= self.k:
+            elif self.go_count >= self.k:
                 go, reason = False, f"the {self.k} GO places are taken"
         elif self.policy in _BUDGETED:
             if not go:
@@ -179,6 +178,7 @@ class TuneAheadScheduler(TrialScheduler):
             go, reason = False, "stopped by the base scheduler on the same result"
         if go:
             self.committed_s += cost
+            self.go_count += 1
         return TrialPrediction(predicted, lower, upper, go, value, cost, reason)
 
     # ------------------------------------------------------------------------------------------ Tune callbacks
@@ -208,7 +208,7 @@ class TuneAheadScheduler(TrialScheduler):
         features = features_of(result)
         if features is None:
             return decision
-        prediction = self.predict(features, continuing=decision != TrialScheduler.STOP)
+        prediction = self._decide(features, continuing=decision != TrialScheduler.STOP)
         self.predictions[trial.trial_id] = prediction
         return decision if prediction.go else TrialScheduler.STOP
 
@@ -222,10 +222,9 @@ class TuneAheadScheduler(TrialScheduler):
         return self.base.choose_trial_to_run(tune_controller)
 
     def debug_string(self) -> str:
-        go = sum(p.go for p in self.predictions.values())
         return (
-            f"TuneAhead ({self.policy.value}): {len(self.predictions)} predicted, {go} GO, "
-            f"{len(self.predictions) - go} stopped\n{self.base.debug_string()}"
+            f"TuneAhead ({self.policy.value}): {len(self.predictions)} predicted, {self.go_count} GO, "
+            f"{len(self.predictions) - self.go_count} stopped\n{self.base.debug_string()}"
         )
 
     def save(self, checkpoint_path: str) -> None:

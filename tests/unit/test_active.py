@@ -39,7 +39,16 @@ def test_uncertainty_takes_the_widest_intervals() -> None:
 def test_decision_takes_the_runs_nearest_the_threshold_with_equal_widths() -> None:
     pool = _pool([40, 47.5, 60, 48.2, 30, 52, 47.9], np.full(7, 3.0))
     picked = pick_batch(Strategy.DECISION, pool, FakePredictor(), 3, threshold=48.0, seed=0)
-    assert picked.tolist() == [6, 3, 1]  # nearest first
+    assert picked[:2].tolist() == [6, 3]  # nearest first
+    assert picked[2] in (0, 1, 2, 4, 5)
+
+
+def test_decision_fills_the_other_half_with_the_widest_of_the_rest() -> None:
+    pool = _pool([48.1, 47.9, 40, 60, 30, 70], [1, 1, 2, 9, 3, 8])
+    picked = pick_batch("decision", pool, FakePredictor(), 4, threshold=48.0, seed=0)
+    assert sorted(picked[:2].tolist()) == [0, 1]
+    assert picked[2:].tolist() == [3, 5]
+    assert len(set(pick_batch("decision", pool, FakePredictor(), 6, threshold=48.0, seed=0).tolist())) == 6
 
 
 def test_decision_reads_the_probability_not_the_distance() -> None:
@@ -110,8 +119,8 @@ def fitted() -> tuple[ScorePredictor, pd.DataFrame]:
 def test_a_real_predictor_decision_picks_runs_predicted_near_the_threshold(fitted) -> None:
     predictor, _ = fitted
     pool = pd.DataFrame({"x": np.linspace(0, 10, 101), "z": np.full(101, 0.2)})
-    picked = pick_batch("decision", pool, predictor, 5, threshold=50.0, seed=0)
-    assert np.all(np.abs(pool["x"].to_numpy()[picked] - 5.0) <= 1.0)
+    picked = pick_batch("decision", pool, predictor, 6, threshold=50.0, seed=0)
+    assert np.all(np.abs(pool["x"].to_numpy()[picked[:3]] - 5.0) <= 1.0)
 
 
 def test_a_real_predictor_uncertainty_picks_the_noisy_runs(fitted) -> None:

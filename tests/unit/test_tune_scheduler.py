@@ -221,7 +221,7 @@ def test_a_base_stop_stays_a_stop_even_for_a_go_prediction_and_commits_nothing()
     assert scheduler.committed_s == 0.0 and not scheduler.predictions["t0"].go
 
 
-def test_under_asha_a_go_trial_can_still_be_stopped_by_asha_later() -> None:
+def test_under_asha_no_go_probes_count_in_its_cutoffs_and_go_trials_can_still_be_stopped_later() -> None:
     np.random.seed(0)
     asha = AsyncHyperBandScheduler(
         time_attr="step", metric="loss", mode="min", grace_period=10, reduction_factor=2, max_t=100, brackets=1
@@ -230,7 +230,10 @@ def test_under_asha_a_go_trial_can_still_be_stopped_by_asha_later() -> None:
     trials = [trial(i) for i in range(3)]
     for t in trials:
         scheduler.on_trial_add(None, t)
-    probes = [{"step": 5, "loss": 1.0, FEATURES_KEY: row(p)} for p in (60.0, 40.0, 55.0)]
+    # The probes end at ASHA's first rung (step 10). ASHA sees every probe, the NO-GO one included, so its
+    # cutoff there is that of all trials, as without the predictor: t2's 2.0 passes beside t0's 1.0 and
+    # t1's 3.0 (against the GO trials alone, t0's 1.0, it would be stopped).
+    probes = [{"step": 10, "loss": loss, FEATURES_KEY: row(p)} for p, loss in ((60.0, 1.0), (40.0, 3.0), (55.0, 2.0))]
     assert [scheduler.on_trial_result(None, t, r) for t, r in zip(trials, probes, strict=True)] == [
         CONTINUE,
         STOP,  # NO-GO by prediction
@@ -238,9 +241,10 @@ def test_under_asha_a_go_trial_can_still_be_stopped_by_asha_later() -> None:
     ]
     scheduler.on_trial_complete(None, trials[1], probes[1])  # Tune completes a stopped trial: ASHA forgets it
     assert "t1" not in asha._trial_info
-    # At ASHA's first rung the GO trial with the worse loss is stopped by ASHA, as without the predictor.
-    assert scheduler.on_trial_result(None, trials[0], {"step": 10, "loss": 1.0}) == CONTINUE
-    assert scheduler.on_trial_result(None, trials[2], {"step": 10, "loss": 3.0}) == STOP
+    assert dict(asha._brackets[0]._rungs[-1][1]) == {"t0": -1.0, "t1": -3.0, "t2": -2.0}
+    # At ASHA's next rung the GO trial with the worse loss is stopped by ASHA, as without the predictor.
+    assert scheduler.on_trial_result(None, trials[0], {"step": 20, "loss": 1.0}) == CONTINUE
+    assert scheduler.on_trial_result(None, trials[2], {"step": 20, "loss": 3.0}) == STOP
     assert scheduler.predictions["t2"].go
     assert scheduler.debug_string().startswith(
         "TuneAhead (threshold): 3 predicted, 2 GO, 1 stopped\nUsing AsyncHyperBand"

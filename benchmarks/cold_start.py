@@ -292,7 +292,7 @@ def main(argv: list[str] | None = None, picker: Picker = pick_batch) -> int:
         per = []
         for seed in per_seed:
             runs, errors = zip(*seed[strategy]["estimates"], strict=True)
-            index = plateau(errors)
+            index = plateau(runs, errors)
             per.append(None if index is None else runs[index])
         stops[strategy] = per
     print("plateau of the estimated error (runs, per seed): " + "; ".join(f"{s}: {v}" for s, v in stops.items()))

@@ -123,9 +123,12 @@ def _print_history(history, out: Path) -> None:
     for batch in history.batches:
         print(f"{batch.runs:>6}  {batch.estimated_rmse:.3f}")
     if history.plateau_runs is not None:
-        print(f"the estimated error stopped improving after {history.plateau_runs} runs: more runs add little")
+        print(
+            f"at {history.plateau_runs} runs the estimated error was < 5% below that of half as many: "
+            "more runs add little"
+        )
     else:
-        print("the estimated error is still improving: more runs should help")
+        print("every doubling of the corpus so far lowered the estimated error by >= 5%: more runs should help")
     print(f"history in {out / 'active.json'}")
 
 

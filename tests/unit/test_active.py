@@ -140,33 +140,39 @@ def test_estimated_rmse_is_the_cross_fitted_error(fitted) -> None:
 
 
 @pytest.mark.parametrize(
-    ("errors", "expected"),
+    ("runs", "errors", "expected"),
     [
-        ([], None),
-        ([5.0], None),
-        ([10, 8, 6, 4], None),  # still improving
-        ([10, 8, 7.9, 7.8], 1),  # two batches under 5% after batch 1
-        ([10, 8, 8.5, 7.9], 1),  # a worse batch counts as no improvement
-        ([10, 9.6, 9.2, 8.8], None),  # small steps add up against the last improving batch
-        ([10, 10, 10], 0),
-        ([10, 8, 7.9, 7.0, 6.9], None),  # stalled once, then improved again
+        ([], [], None),
+        ([25], [5.0], None),
+        ([25, 50, 100, 200], [10, 8, 6, 4], None),  # every doubling pays
+        ([25, 50, 75, 100], [10, 8, 7.9, 7.8], 3),  # 100 runs: 7.8 vs 8 at 50, under 5% better
+        ([25, 50, 75, 100], [10, 9.8, 9, 8], 1),  # the first doubling already did not pay
+        ([10, 25, 50, 75, 100, 150], [12, 10, 9.4, 9.2, 8.8, 8.5], None),  # 2% per batch, > 5% per doubling
+        ([25, 50, 100], [10, 10.5, 9], 1),  # a worse estimate counts as no gain
     ],
 )
-def test_plateau(errors, expected) -> None:
-    assert plateau(errors) == expected
+def test_plateau(runs, errors, expected) -> None:
+    assert plateau(runs, errors) == expected
 
 
-def test_plateau_tolerance_and_patience() -> None:
-    errors = [10, 9, 8.5, 8.2, 8.1]
-    assert plateau(errors, tolerance=0.05, patience=2) == 2
-    assert plateau(errors, tolerance=0.01, patience=2) is None
-    assert plateau(errors, tolerance=0.05, patience=1) == 2
-    assert plateau(errors, tolerance=0.2, patience=1) == 0
+def test_plateau_tolerance() -> None:
+    runs, errors = [25, 50, 100, 200], [10, 9, 8.5, 8.2]
+    assert plateau(runs, errors, tolerance=0.05) == 3  # 100 runs: 5.6% below 50's; 200 runs: 3.5% below 100's
+    assert plateau(runs, errors, tolerance=0.01) is None
+    assert plateau(runs, errors, tolerance=0.2) == 1
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"tolerance": -0.1}, {"tolerance": 1.0}, {"patience": 0}, {"patience": 1.5}, {"errors": [1, np.nan]}]
+    "kwargs",
+    [
+        {"tolerance": -0.1},
+        {"tolerance": 1.0},
+        {"errors": [1, np.nan, 0.5]},
+        {"runs": [10, 10, 20]},
+        {"runs": [10, 20]},
+        {"runs": [0, 10, 20]},
+    ],
 )
 def test_plateau_rejects_bad_arguments(kwargs) -> None:
     with pytest.raises(ValueError):
-        plateau(kwargs.pop("errors", [3, 2, 1]), **kwargs)
+        plateau(kwargs.pop("runs", [10, 20, 40]), kwargs.pop("errors", [3, 2, 1]), **kwargs)

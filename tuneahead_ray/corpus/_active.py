@@ -12,12 +12,13 @@ Strategies:
     variants tried (``benchmarks/cold_start.py``, docs/accuracy.md).
 
 With no predictor yet (nothing trained) every strategy is random. :func:`estimated_rmse` reads a fitted
-predictor's own out-of-sample error (its cross-fitted calibration residuals), and :func:`plateau` says after which
-batch that estimate stopped improving, i.e. when more runs stop paying for themselves.
+predictor's own out-of-sample error (its cross-fitted calibration residuals), and :func:`plateau` says at which
+corpus size doubling it stopped improving that estimate, i.e. when more runs stop paying for themselves.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from enum import Enum
@@ -101,28 +102,25 @@ def estimated_rmse(predictor: ScorePredictor) -> float:
     return float(value)
 
 
-def plateau(errors: Sequence[float], *, tolerance: float = 0.05, patience: int = 2) -> int | None:
-    """Index of the batch after which the estimated error stopped improving, or ``None`` while it still improves.
+def plateau(runs: Sequence[int], errors: Sequence[float], *, tolerance: float = 0.05) -> int | None:
+    """Index of the first refit at which doubling the corpus stopped paying, or ``None`` while it still pays.
 
-    A batch improves when its error is more than ``tolerance`` (relative) below the error of the last batch that
-    improved (so that slow, steady gains still add up); once ``patience`` batches in a row fail to, the answer is
-    that last improving batch.
+    ``errors[i]`` is the estimated error of a predictor fitted on ``runs[i]`` runs (increasing). Refit ``i`` has
+    stopped paying when its error is not more than ``tolerance`` (relative) below the error of the last refit on
+    at most half as many runs. Measured per doubling, not per batch: at a fixed batch size the gain of each
+    batch shrinks as the corpus grows, while the gain of a doubling is what deciding to build on weighs.
     """
     if not 0 <= tolerance < 1:
         raise ValueError(f"tolerance must be in [0, 1), got {tolerance!r}")
-    if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
-        raise ValueError(f"patience must be a positive integer, got {patience!r}")
-    values = [float(e) for e in errors]
+    sizes, values = [int(r) for r in runs], [float(e) for e in errors]
+    if len(sizes) != len(values):
+        raise ValueError(f"runs and errors differ in length ({len(sizes)} and {len(values)})")
     if any(not math.isfinite(e) or e < 0 for e in values):
         raise ValueError("errors must be finite and non-negative")
-    if not values:
-        return None
-    anchor, stalled = 0, 0
-    for i in range(1, len(values)):
-        if values[i] < values[anchor] * (1 - tolerance):
-            anchor, stalled = i, 0
-        else:
-            stalled += 1
-            if stalled >= patience:
-                return anchor
+    if any(b <= a for a, b in itertools.pairwise(sizes)) or any(r < 1 for r in sizes):
+        raise ValueError("runs must be positive and increasing")
+    for i, size in enumerate(sizes):
+        halves = [j for j in range(i) if sizes[j] <= size / 2]
+        if halves and values[i] > values[halves[-1]] * (1 - tolerance):
+            return i
     return None

@@ -52,13 +52,16 @@ class ActiveHistory(BaseModel):
     strategy: Strategy
     batches: list[BatchRecord] = Field(default_factory=list)
     plateau_runs: int | None = Field(
-        None, description="Corpus size after which the estimated RMSE stopped improving (None: still improving)."
+        None,
+        description="The first corpus size whose estimated RMSE is < 5% below that of half as many runs (None: every "
+        "doubling still pays).",
     )
 
     def record(self, runs: int, rmse: float) -> None:
         """Add a refit (a rerun at an unchanged corpus size replaces its record) and update the plateau."""
         self.batches = [b for b in self.batches if b.runs != runs] + [BatchRecord(runs=runs, estimated_rmse=rmse)]
-        at = plateau([b.estimated_rmse for b in self.batches])
+        self.batches.sort(key=lambda batch: batch.runs)
+        at = plateau([b.runs for b in self.batches], [b.estimated_rmse for b in self.batches])
         self.plateau_runs = None if at is None else self.batches[at].runs
 
 

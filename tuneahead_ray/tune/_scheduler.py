@@ -10,7 +10,6 @@ Every other callback, and every decision on a GO trial, is the wrapped base sche
 from __future__ import annotations
 
 import math
-import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -230,14 +229,6 @@ class TuneAheadScheduler(TrialScheduler):
             f"TuneAhead ({self.policy.value}): {len(self.predictions)} predicted, {self.go_count} GO, "
             f"{len(self.predictions) - self.go_count} stopped\n{self.base.debug_string()}"
         )
-
-    def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as handle:
-            pickle.dump(self.__dict__, handle)
-
-    def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as handle:
-            self.__dict__.update(pickle.load(handle))
 
     def callback(self) -> PredictionCallback:
         """A Tune callback that writes each predicted trial's prediction and decision into its results, so the

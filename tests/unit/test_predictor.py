@@ -114,7 +114,7 @@ def test_predictor_learns_arbitrary_columns_and_beats_the_train_mean(csv_path) -
 
 @pytest.mark.parametrize("method", ["cv", "cv-normalized", "split"])
 def test_interval_covers_about_the_level_on_fresh_data(method) -> None:
-    config = FAST.model_copy(update={"interval_method": method})
+    config = FAST.model_copy(update={"interval_method": method, "novelty": False})  # the method alone
     predictor = ScorePredictor(config=config).fit(synthetic_metadataset(600, seed=3), "y")
     test = synthetic_metadataset(2000, seed=4)
     lower, upper = predictor.predict_interval(test)
@@ -126,7 +126,7 @@ def test_interval_covers_about_the_level_on_fresh_data(method) -> None:
 def test_normalized_interval_is_narrow_where_the_noise_is_small() -> None:
     table = synthetic_metadataset(800, seed=6)
     table["y"] += np.where(table["x2"] > 0, 4.0, 0.0) * np.random.default_rng(0).normal(size=len(table))
-    config = FAST.model_copy(update={"interval_method": "cv-normalized"})
+    config = FAST.model_copy(update={"interval_method": "cv-normalized", "novelty": False})
     predictor = ScorePredictor(config=config).fit(table, "y")
     test = synthetic_metadataset(2000, seed=7)
     test["y"] += np.where(test["x2"] > 0, 4.0, 0.0) * np.random.default_rng(1).normal(size=len(test))

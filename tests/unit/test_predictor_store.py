@@ -12,6 +12,7 @@ from tuneahead_ray import __version__
 from tuneahead_ray.predictor import (
     CARD_FILE,
     MODEL_FILE,
+    NOVELTY_FILE,
     SCALE_FILE,
     ModelStoreError,
     ScorePredictor,
@@ -45,7 +46,7 @@ def test_round_trip_gives_the_same_predictions_and_interval(model_dir, trained) 
     assert card.interval.level == 0.9 and card.interval.quantile == predictor.interval.quantile
     assert card.config == FAST and card.metrics == predictor.metrics
     assert {"lightgbm", "shap", "numpy"} <= set(card.libraries)
-    assert sorted(p.name for p in model_dir.iterdir()) == [CARD_FILE, MODEL_FILE]  # no pickles
+    assert sorted(p.name for p in model_dir.iterdir()) == [CARD_FILE, MODEL_FILE, NOVELTY_FILE]  # no pickles
 
 
 def test_a_model_file_with_one_character_flipped_is_refused(model_dir) -> None:
@@ -104,7 +105,7 @@ def test_a_normalized_interval_round_trips_with_its_verified_scale_model(tmp_pat
     config = FAST.model_copy(update={"interval_method": "cv-normalized"})
     predictor = ScorePredictor(config=config).fit(synthetic_metadataset(300, seed=7), "y")
     card = save_predictor(predictor, tmp_path / "model")
-    assert card.interval.normalized and set(card.files) == {MODEL_FILE, SCALE_FILE}
+    assert card.interval.normalized and set(card.files) == {MODEL_FILE, SCALE_FILE, NOVELTY_FILE}
     rows = synthetic_metadataset(100, seed=8)
     loaded, _ = load_predictor(tmp_path / "model")
     np.testing.assert_allclose(loaded.predict_interval(rows), predictor.predict_interval(rows), rtol=0, atol=1e-12)

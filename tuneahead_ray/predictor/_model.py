@@ -21,6 +21,7 @@ from tuneahead_ray.predictor._metadataset import (
     table_sha256,
     target_values,
 )
+from tuneahead_ray.predictor._novelty import NoveltyBins, NoveltyScore, calibrate_novelty
 
 __all__ = ["MIN_TRAINING_ROWS", "PredictorConfig", "ScorePredictor"]
 
@@ -53,6 +54,11 @@ class PredictorConfig(BaseModel):
         "model of |residual| (intervals adapt per run); split: one validation split early-stops and calibrates",
     )
     level: float = Field(0.9, gt=0, lt=1, description="coverage level of the prediction interval")
+    novelty: bool = Field(
+        True,
+        description="score how far each candidate lies from the training runs, and widen the intervals of those "
+        "beyond the usual distance (Mondrian conformal by novelty, calibrated on clusters of runs held out)",
+    )
     folds: int = Field(5, ge=2, description="folds of the cv interval method")
     valid_fraction: float = Field(0.2, gt=0, lt=1, description="validation share of the split method and of SHAP")
     group: str | None = Field(
@@ -215,20 +221,22 @@ def _fit_with_interval(
     folds: list[Split],
     features: list[str],
     config: PredictorConfig,
-) -> tuple[lgb.Booster, np.ndarray, ConformalInterval]:
-    """The final booster, its calibration residuals and the conformal interval of ``config.interval_method``."""
+) -> tuple[lgb.Booster, np.ndarray, ConformalInterval, list[Split]]:
+    """The final booster, its calibration residuals, the conformal interval of ``config.interval_method`` and the
+    splits whose validation rows the residuals are of (all rows for the cv methods, in row order)."""
     params = lightgbm_params(config, features)
     if config.interval_method == "split":
         split = inner_split(len(y), groups, config.valid_fraction, config.seed)
         booster, residuals = _fit_split(x, y, split, params, config)
-        return booster, residuals, ConformalInterval(config.level, conformal_quantile(residuals, config.level))
+        interval = ConformalInterval(config.level, conformal_quantile(residuals, config.level))
+        return booster, residuals, interval, [split]
     booster, residuals = _fit_cross(x, y, folds, params, config)
     if config.interval_method == "cv":
-        return booster, residuals, ConformalInterval(config.level, conformal_quantile(residuals, config.level))
+        return booster, residuals, ConformalInterval(config.level, conformal_quantile(residuals, config.level)), folds
     unconstrained = {k: v for k, v in params.items() if k != "monotone_constraints"}
     scale, scales, floor = _fit_scale(x, residuals, folds, unconstrained, config)
     interval = ConformalInterval(config.level, conformal_quantile(residuals / scales, config.level), scale, floor)
-    return booster, residuals, interval
+    return booster, residuals, interval, folds
 
 
 def _rmse(y: np.ndarray, prediction: np.ndarray) -> float:
@@ -274,6 +282,8 @@ class ScorePredictor:
         self.interval: ConformalInterval | None = None
         self.metrics: dict[str, float | int | str] = {}
         self.training_sha256 = ""
+        self.novelty: NoveltyScore | None = None
+        self.novelty_bins: NoveltyBins | None = None
 
     @classmethod
     def restore(
@@ -286,11 +296,14 @@ class ScorePredictor:
         config: PredictorConfig,
         metrics: dict,
         training_sha256: str,
+        novelty: tuple[NoveltyScore, NoveltyBins] | None = None,
     ) -> ScorePredictor:
         """A fitted predictor from saved parts (see :func:`load_predictor`)."""
         predictor = cls(features, config)
         predictor.features, predictor.target, predictor.booster = list(features), target, booster
         predictor.interval, predictor.metrics, predictor.training_sha256 = interval, dict(metrics), training_sha256
+        if novelty is not None:
+            predictor.novelty, predictor.novelty_bins = novelty
         return predictor
 
     def fit(self, table: pd.DataFrame, target: str) -> ScorePredictor:
@@ -313,8 +326,17 @@ class ScorePredictor:
         if config.search_space:
             config, tuned = tune(x, y, folds, features, config)
             details.update(tuned)
-        booster, residuals, self.interval = _fit_with_interval(x, y, groups, folds, features, config)
+        booster, residuals, self.interval, splits = _fit_with_interval(x, y, groups, folds, features, config)
         self.features, self.target, self.booster = features, target, booster
+        self.novelty = self.novelty_bins = None
+        if config.novelty:
+            out_of_fold = np.full(len(y), np.nan)
+            out_of_fold[np.concatenate([valid for _, valid in splits])] = residuals
+            self.novelty, self.novelty_bins = calibrate_novelty(
+                x, y, out_of_fold, splits, lightgbm_params(config, features), booster.current_iteration(),
+                config.level, config.seed,
+            )  # fmt: skip
+            details["novelty_threshold"] = self.novelty_bins.threshold
         self.metrics = {
             "n_train": len(y),
             "rounds": booster.current_iteration(),
@@ -338,9 +360,25 @@ class ScorePredictor:
         """Predicted target per row."""
         return self._fitted()[0].predict(self.matrix(table))
 
+    def half_widths(self, x: np.ndarray, **predict_params) -> np.ndarray:
+        """Interval half-widths at input rows ``x``: the conformal interval's, widened by novelty where the
+        predictor scores novelty; ``predict_params`` go to LightGBM's ``predict`` (e.g. num_threads)."""
+        half_widths = self._fitted()[1].half_widths(x, **predict_params)
+        if self.novelty is not None and self.novelty_bins is not None:
+            half_widths = np.maximum(half_widths, self.novelty_bins.half_widths(self.novelty.score(x)))
+        return half_widths
+
     def predict_interval(self, table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """Lower and upper ends of the ``config.level`` prediction interval per row."""
-        booster, interval = self._fitted()
+        booster, _ = self._fitted()
         x = self.matrix(table)
-        prediction, half_widths = booster.predict(x), interval.half_widths(x)
+        prediction, half_widths = booster.predict(x), self.half_widths(x)
         return prediction - half_widths, prediction + half_widths
+
+    def novelty_of(self, x: np.ndarray, top: int = 3) -> tuple[np.ndarray, np.ndarray, list[list[str]]]:
+        """Per input row: its novelty (NaN when the predictor scores none), whether it lies beyond the usual
+        distance from the training runs (where intervals widen), and up to ``top`` features beyond their range."""
+        if self.novelty is None or self.novelty_bins is None:
+            return np.full(len(x), np.nan), np.zeros(len(x), dtype=bool), [[] for _ in range(len(x))]
+        novelty = self.novelty.score(x)
+        return novelty, novelty > self.novelty_bins.threshold, self.novelty.drivers(x, self.features, top)

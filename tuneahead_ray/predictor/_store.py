@@ -1,15 +1,17 @@
 """The model store: LightGBM text models plus a JSON card, verified by sha256 on load. Never pickle.
 
 A directory holds ``model.txt`` (``Booster.model_to_string``), ``scale.txt`` for a normalized interval (the
-|residual| model) and ``card.json``. The card records what prediction needs (feature order, target, interval,
-config) and where the model came from (training-data hash, metrics, library and package versions, creation
-time), the sha256 of every model file, and its own sha256 over everything else, so that an edited model file or
-card is refused rather than silently used.
+|residual| model), ``novelty.npy`` for a predictor that scores novelty (its training runs in the scaled feature
+space, a plain float array read with ``allow_pickle=False``) and ``card.json``. The card records what prediction
+needs (feature order, target, interval, novelty bins, config) and where the model came from (training-data hash,
+metrics, library and package versions, creation time), the sha256 of every model file, and its own sha256 over
+everything else, so that an edited model file or card is refused rather than silently used.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 from datetime import datetime, timezone
@@ -17,29 +19,36 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import lightgbm as lgb
+import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from tuneahead_ray import __version__
 from tuneahead_ray.predictor._conformal import ConformalInterval
 from tuneahead_ray.predictor._errors import ModelStoreError
 from tuneahead_ray.predictor._model import PredictorConfig, ScorePredictor
+from tuneahead_ray.predictor._novelty import NoveltyBins, NoveltyScore
 from tuneahead_ray.store import write_bytes_atomic
 
 __all__ = [
     "CARD_FILE",
     "CARD_VERSION",
     "MODEL_FILE",
+    "NOVELTY_FILE",
     "SCALE_FILE",
     "IntervalCard",
     "ModelCard",
+    "NoveltyCard",
     "load_predictor",
     "read_card",
     "save_predictor",
 ]
 
-CARD_VERSION = 1
+CARD_VERSION = 2
+#: Card versions this package reads: 1 has no novelty section (such a predictor scores no novelty).
+READABLE_CARD_VERSIONS = (1, 2)
 MODEL_FILE = "model.txt"
 SCALE_FILE = "scale.txt"
+NOVELTY_FILE = "novelty.npy"
 CARD_FILE = "card.json"
 _LIBRARIES = ("lightgbm", "numpy", "pandas", "scikit-learn", "shap")
 
@@ -57,6 +66,21 @@ class IntervalCard(BaseModel):
     floor: float
 
 
+class NoveltyCard(BaseModel):
+    """The novelty score and its Mondrian bins (see ``tuneahead_ray.predictor._novelty``); the training runs'
+    scaled features are in ``novelty.npy``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", ser_json_inf_nan="constants")
+
+    k: int
+    typical: float
+    center: list[float]
+    scale: list[float]
+    threshold: float
+    edges: list[float]
+    quantiles: list[float]
+
+
 class ModelCard(BaseModel):
     """Everything about a saved predictor except the trees."""
 
@@ -70,6 +94,7 @@ class ModelCard(BaseModel):
     training_data_sha256: str
     metrics: dict[str, float | int | str]
     interval: IntervalCard
+    novelty: NoveltyCard | None = None
     config: PredictorConfig
     libraries: dict[str, str]
     files: dict[str, str]
@@ -106,6 +131,16 @@ def save_predictor(predictor: ScorePredictor, directory: str | os.PathLike[str])
     if interval.scale is not None:
         models[SCALE_FILE] = interval.scale
     texts = {name: booster.model_to_string().encode("utf-8") for name, booster in models.items()}
+    novelty = None
+    if predictor.novelty is not None and predictor.novelty_bins is not None:
+        score, bins = predictor.novelty, predictor.novelty_bins
+        novelty = NoveltyCard(
+            k=score.k, typical=score.typical, center=score.center.tolist(), scale=score.scale.tolist(),
+            threshold=bins.threshold, edges=list(bins.edges), quantiles=list(bins.quantiles),
+        )  # fmt: skip
+        buffer = io.BytesIO()
+        np.save(buffer, np.ascontiguousarray(score.space, dtype=np.float64), allow_pickle=False)
+        texts[NOVELTY_FILE] = buffer.getvalue()
     card = ModelCard(
         card_version=CARD_VERSION,
         package_version=__version__,
@@ -121,6 +156,7 @@ def save_predictor(predictor: ScorePredictor, directory: str | os.PathLike[str])
             normalized=interval.scale is not None,
             floor=interval.floor,
         ),
+        novelty=novelty,
         config=predictor.config,
         libraries=_library_versions(),
         files={name: _sha256(text) for name, text in texts.items()},
@@ -149,15 +185,17 @@ def read_card(directory: str | os.PathLike[str]) -> ModelCard:
     except json.JSONDecodeError as err:
         raise ModelStoreError(f"{path}: not JSON ({err.msg})") from None
     found = raw.get("card_version") if isinstance(raw, dict) else None
-    if found != CARD_VERSION:
-        raise ModelStoreError(f"{path}: unknown card version {found!r} (this package reads {CARD_VERSION})")
+    if found not in READABLE_CARD_VERSIONS:
+        readable = ", ".join(map(str, READABLE_CARD_VERSIONS))
+        raise ModelStoreError(f"{path}: unknown card version {found!r} (this package reads {readable})")
     try:
         card = ModelCard.model_validate(raw)
     except ValidationError as err:
         raise ModelStoreError(f"{path}: invalid card: {err}") from None
     if card.card_sha256 != card.content_sha256():
         raise ModelStoreError(f"{path}: the card does not match its card_sha256: it was edited or corrupted")
-    expected = {MODEL_FILE, SCALE_FILE} if card.interval.normalized else {MODEL_FILE}
+    expected = {MODEL_FILE} | ({SCALE_FILE} if card.interval.normalized else set())
+    expected |= {NOVELTY_FILE} if card.novelty is not None else set()
     if set(card.files) != expected:
         raise ModelStoreError(f"{path}: lists files {sorted(card.files)}, expected {sorted(expected)}")
     return card
@@ -178,11 +216,33 @@ def _load_booster(directory: Path, name: str, sha256: str, features: int) -> lgb
     return booster
 
 
+def _load_novelty(directory: Path, card: ModelCard) -> tuple[NoveltyScore, NoveltyBins] | None:
+    """The novelty score and bins of the card, its training space read from ``novelty.npy`` (no pickle)."""
+    if card.novelty is None:
+        return None
+    path, saved = directory / NOVELTY_FILE, card.novelty
+    data = _read(path)
+    if _sha256(data) != card.files[NOVELTY_FILE]:
+        raise ModelStoreError(f"{path}: sha256 differs from the card's: the file was modified")
+    try:
+        space = np.load(io.BytesIO(data), allow_pickle=False)
+    except ValueError as err:
+        raise ModelStoreError(f"{path}: not a NumPy array file: {err}") from None
+    if space.ndim != 2 or space.shape[1] != len(card.features) or space.dtype != np.float64:
+        raise ModelStoreError(f"{path}: expected a float64 array of {len(card.features)} columns, got {space.shape}")
+    score = NoveltyScore(np.asarray(saved.center), np.asarray(saved.scale), space, saved.typical, saved.k)
+    return score, NoveltyBins(saved.threshold, tuple(saved.edges), tuple(saved.quantiles))
+
+
 def load_predictor(directory: str | os.PathLike[str]) -> tuple[ScorePredictor, ModelCard]:
     """A saved predictor and its card, after checking every model file's sha256 against the card."""
     directory = Path(directory)
     card = read_card(directory)
-    boosters = {name: _load_booster(directory, name, sha256, len(card.features)) for name, sha256 in card.files.items()}
+    boosters = {
+        name: _load_booster(directory, name, sha256, len(card.features))
+        for name, sha256 in card.files.items()
+        if name != NOVELTY_FILE
+    }
     interval = ConformalInterval(
         card.interval.level, card.interval.quantile, boosters.get(SCALE_FILE), card.interval.floor
     )
@@ -194,5 +254,6 @@ def load_predictor(directory: str | os.PathLike[str]) -> tuple[ScorePredictor, M
         config=card.config,
         metrics=card.metrics,
         training_sha256=card.training_data_sha256,
+        novelty=_load_novelty(directory, card),
     )
     return predictor, card

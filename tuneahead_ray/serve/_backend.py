@@ -56,7 +56,7 @@ def predict_matrices(predictor: ScorePredictor, matrices: Sequence[np.ndarray]) 
     """
     x = matrices[0] if len(matrices) == 1 else np.concatenate(matrices)
     prediction = predictor.booster.predict(x, **PREDICT_PARAMS)
-    half_width = predictor.interval.half_widths(x, **PREDICT_PARAMS)
+    half_width = predictor.half_widths(x, **PREDICT_PARAMS)
     ends = np.cumsum([len(m) for m in matrices])[:-1]
     parts = zip(np.split(prediction, ends), np.split(half_width, ends), strict=True)
     return [RowPredictions(p, p - h, p + h, len(matrices), len(x)) for p, h in parts]

@@ -1,0 +1,153 @@
+"""Know when it does not know: how far a candidate lies from the runs the predictor learned from, and intervals
+that widen with that distance.
+
+* :class:`NoveltyScore` — the mean distance to the ``k`` nearest training runs in a robustly scaled feature space
+  (median / interquartile range per feature, missing values at the median), divided by the training runs' own
+  typical distance: about 1 for a candidate like the corpus, larger the further out it lies. ``drivers`` names
+  the features where a candidate lies beyond the corpus's range.
+* :class:`NoveltyBins` — Mondrian conformal calibration by novelty: up to the ``level`` quantile of in-sample
+  novelty the interval is the predictor's own; beyond it, each novelty bin has its own residual quantile, learnt
+  from out-of-fold residuals pooled with residuals of whole clusters of runs held out in turn (k-means in the same
+  space), so that runs unlike anything in training calibrate the far bins. Never narrower than in-sample.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import lightgbm as lgb
+import numpy as np
+from sklearn.cluster import KMeans
+from sklearn.neighbors import NearestNeighbors
+
+from tuneahead_ray.predictor._conformal import conformal_quantile
+
+__all__ = ["NEIGHBOURS", "NoveltyBins", "NoveltyScore", "calibrate_novelty"]
+
+#: Nearest training runs a novelty score averages over.
+NEIGHBOURS = 10
+#: Clusters held out in turn to calibrate the far novelty bins, and the fewest residuals per bin.
+_CLUSTERS, _MIN_BIN = 8, 30
+_CLIP = 50.0  # scaled units: one absurd value cannot dominate a distance
+
+
+@dataclass(frozen=True, eq=False)
+class NoveltyScore:
+    """Distance of candidates from the training runs (see the module docstring)."""
+
+    center: np.ndarray
+    scale: np.ndarray
+    space: np.ndarray = field(repr=False)
+    typical: float
+    k: int
+
+    @classmethod
+    def fit(cls, x: np.ndarray, k: int = NEIGHBOURS) -> NoveltyScore:
+        """The score of training matrix ``x`` (rows = runs); ``k`` is capped at the number of other runs."""
+        x = np.asarray(x, dtype=float)
+        with np.errstate(all="ignore"):
+            center = np.nan_to_num(np.nanmedian(x, axis=0)) if len(x) else np.zeros(x.shape[1])
+            iqr = np.nanpercentile(x, 75, axis=0) - np.nanpercentile(x, 25, axis=0)
+            std = np.nanstd(x, axis=0)
+        scale = np.where(iqr > 1e-12, iqr, np.where(std > 1e-12, std, 1.0))
+        scale = np.nan_to_num(scale, nan=1.0)
+        space = _scaled(x, center, scale)
+        k = max(1, min(k, len(x) - 1))
+        distances = NearestNeighbors(n_neighbors=k + 1).fit(space).kneighbors(space)[0][:, 1:]
+        typical = float(np.median(distances.mean(axis=1)))
+        return cls(center, scale, space, typical if typical > 1e-12 else 1.0, k)
+
+    def _neighbours(self) -> NearestNeighbors:
+        cached = self.__dict__.get("_index")
+        if cached is None:
+            cached = NearestNeighbors(n_neighbors=self.k).fit(self.space)
+            object.__setattr__(self, "_index", cached)
+        return cached
+
+    def score(self, x: np.ndarray) -> np.ndarray:
+        """Novelty per row of ``x``: mean distance to the ``k`` nearest training runs over the typical one."""
+        scaled = _scaled(np.asarray(x, dtype=float), self.center, self.scale)
+        return self._neighbours().kneighbors(scaled, n_neighbors=self.k)[0].mean(axis=1) / self.typical
+
+    def drivers(self, x: np.ndarray, features: Sequence[str], top: int = 3) -> list[list[str]]:
+        """Per row, up to ``top`` features where it lies beyond every training run, furthest out first."""
+        scaled = _scaled(np.asarray(x, dtype=float), self.center, self.scale)
+        low, high = self.space.min(axis=0), self.space.max(axis=0)
+        excess = np.maximum(low - scaled, 0) + np.maximum(scaled - high, 0)
+        names = []
+        for row in excess:
+            order = np.argsort(-row, kind="stable")[:top]
+            names.append([features[i] for i in order if row[i] > 0])
+        return names
+
+
+def _scaled(x: np.ndarray, center: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    z = (x - center) / scale
+    return np.clip(np.where(np.isnan(z), 0.0, z), -_CLIP, _CLIP)
+
+
+@dataclass(frozen=True)
+class NoveltyBins:
+    """Half-widths by novelty: none up to ``threshold`` (the predictor's own interval applies); beyond it,
+    ``quantiles[i]`` (non-decreasing) in bin ``i``, the bins split at ``edges`` (one fewer than the bins; the
+    last bin is open)."""
+
+    threshold: float
+    edges: tuple[float, ...]
+    quantiles: tuple[float, ...]
+
+    def half_widths(self, novelty: np.ndarray) -> np.ndarray:
+        """Half-width per row of its novelty bin; 0 at or below ``threshold``."""
+        novelty = np.asarray(novelty, dtype=float)
+        out = np.zeros(len(novelty))
+        beyond = novelty > self.threshold
+        index = np.searchsorted(np.asarray(self.edges, dtype=float), novelty[beyond], side="left")
+        out[beyond] = np.asarray(self.quantiles)[index]
+        return out
+
+
+def _pairs(x: np.ndarray, residuals: np.ndarray, splits: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """(novelty, residual) of each validation row, novelty measured against its split's training rows."""
+    return np.vstack([np.c_[NoveltyScore.fit(x[train]).score(x[valid]), residuals[valid]] for train, valid in splits])
+
+
+def calibrate_novelty(
+    x: np.ndarray,
+    y: np.ndarray,
+    out_of_fold: np.ndarray,
+    splits: Sequence[tuple[np.ndarray, np.ndarray]],
+    params: dict,
+    rounds: int,
+    level: float,
+    seed: int,
+) -> tuple[NoveltyScore, NoveltyBins]:
+    """The novelty score of ``x`` and its bins, from the predictor's out-of-sample residuals ``out_of_fold`` (over
+    the validation rows of ``splits``) plus a booster of ``rounds`` rounds refit with each k-means cluster held
+    out."""
+    score = NoveltyScore.fit(x)
+    inside = _pairs(x, out_of_fold, splits)
+    base = conformal_quantile(inside[:, 1], level)
+    threshold = float(np.quantile(inside[:, 0], level))
+    clusters = min(_CLUSTERS, len(y) // _MIN_BIN)
+    pool = inside
+    if clusters >= 2:
+        labels = KMeans(clusters, n_init=4, random_state=seed).fit_predict(score.space)
+        held_out = [(np.flatnonzero(labels != c), np.flatnonzero(labels == c)) for c in range(clusters)]
+        residuals = np.empty_like(y)
+        for train, valid in held_out:
+            booster = lgb.train(params, lgb.Dataset(x[train], y[train], params={"verbosity": -1}), rounds)
+            residuals[valid] = y[valid] - booster.predict(x[valid])
+        pool = np.vstack([inside, _pairs(x, residuals, held_out)])
+    far = np.sort(pool[pool[:, 0] > threshold, 0])
+    bins = max(1, len(far) // _MIN_BIN)
+    edges = [*(float(far[len(far) * i // bins]) for i in range(1, bins)), math.inf]
+    quantiles, low = [], threshold
+    for high in edges:
+        chosen = np.abs(pool[(pool[:, 0] > low) & (pool[:, 0] <= high), 1])
+        quantile = conformal_quantile(chosen, level) if len(chosen) else base
+        quantiles.append(max(base, quantile if math.isfinite(quantile) else float(chosen.max())))
+        low = high
+    quantiles = np.maximum.accumulate(quantiles).tolist()
+    return score, NoveltyBins(threshold, tuple(edges[:-1]), tuple(float(q) for q in quantiles))

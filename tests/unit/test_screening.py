@@ -82,6 +82,9 @@ def _decision_table() -> pd.DataFrame:
             "prescreen_upper": predicted + 8,
             "probe_diverged": [False, False, True, False, False],
             "go_cost_s": [10.0, 10.0, 10.0, 10.0, 10.0],
+            "novelty": [1.0, 1.1, 0.9, np.nan, np.nan],
+            "novel": [False] * 5,
+            "novel_features": [""] * 5,
         }
     )
 
@@ -95,6 +98,24 @@ def test_threshold_decisions_and_their_reasons() -> None:
     assert "50.0 < threshold 60" in reasons[1]
     assert "diverged" in reasons[2]  # predicted 62 >= 60, but its probe blew up
     assert reasons[3].startswith("not probed") and "probe failed: worker lost" in reasons[4]
+
+
+def test_a_decision_on_a_candidate_unlike_the_corpus_says_it_is_uncertain() -> None:
+    table = _decision_table()
+    table["novel"] = [True, True, False, False, False]
+    table["novelty"] = [3.2, 2.5, 0.9, np.nan, np.nan]
+    table["novel_features"] = ["probe_grad_norm_max", "", "", "", ""]
+    _decide(table, GridSpec(datasets=["x"], threshold=60), base_score=47.0, budget=None)
+    reasons = table["reason"].tolist()
+    assert (
+        reasons[0].startswith("GO under threshold")
+        and "unlike the corpus: novelty 3.2; beyond its range in probe_grad_norm_max; interval widened" in reasons[0]
+    )
+    assert (
+        reasons[1] == "predicted 50.0 < threshold 60; uncertain: unlike the corpus (novelty 2.5), the interval "
+        "was widened"
+    )
+    assert "unlike" not in reasons[2]
 
 
 def test_a_diverged_probe_is_never_go() -> None:

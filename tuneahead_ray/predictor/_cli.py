@@ -138,6 +138,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if args.grid is not None and args.id is None:
         args.id = "candidate_id"
     lower, upper = predictor.predict_interval(table)
+    novelty, novel, drivers = predictor.novelty_of(predictor.matrix(table))
     explanations = Explainer(predictor).explain(table, top_k=args.top_k)
     if args.id and args.id not in table.columns:
         raise MetadatasetError(f"{source_of(table)}: no id column {args.id!r}")
@@ -149,9 +150,14 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             "lower": float(low),
             "upper": float(high),
             "level": card.interval.level,
+            "novelty": None if math.isnan(score) else float(score),
+            "novel": bool(flag),
+            "novel_features": names,
             **explanation.model_dump(mode="json", include={"base_value", "top", "diagnostics"}),
         }
-        for key, low, high, explanation in zip(ids, lower, upper, explanations, strict=True)
+        for key, low, high, score, flag, names, explanation in zip(
+            ids, lower, upper, novelty, novel, drivers, explanations, strict=True
+        )
     ]
     _emit(_json(rows), args.out, f"{len(rows)} predictions")
     return 0

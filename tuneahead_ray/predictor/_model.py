@@ -360,12 +360,14 @@ class ScorePredictor:
         """Predicted target per row."""
         return self._fitted()[0].predict(self.matrix(table))
 
-    def half_widths(self, x: np.ndarray, **predict_params) -> np.ndarray:
+    def half_widths(self, x: np.ndarray, novelty: np.ndarray | None = None, **predict_params) -> np.ndarray:
         """Interval half-widths at input rows ``x``: the conformal interval's, widened by novelty where the
-        predictor scores novelty; ``predict_params`` go to LightGBM's ``predict`` (e.g. num_threads)."""
+        predictor scores novelty (``novelty``: the rows' scores when already computed); ``predict_params`` go to
+        LightGBM's ``predict`` (e.g. num_threads)."""
         half_widths = self._fitted()[1].half_widths(x, **predict_params)
         if self.novelty is not None and self.novelty_bins is not None:
-            half_widths = np.maximum(half_widths, self.novelty_bins.half_widths(self.novelty.score(x)))
+            novelty = self.novelty.score(x) if novelty is None else novelty
+            half_widths = np.maximum(half_widths, self.novelty_bins.half_widths(novelty))
         return half_widths
 
     def predict_interval(self, table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:

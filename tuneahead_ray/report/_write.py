@@ -32,7 +32,8 @@ DATASET_FLAGS: tuple[tuple[str, float, str], ...] = (
 
 _CANDIDATE_FIELDS = (
     "rank", "candidate_id", "dataset_name", "dataset", "stage", "decision", "predicted", "lower", "upper",
-    "p_success", "predicted_gain", "full_cost_s", "probe_cost_s", "go_cost_s", "reason", "diagnostics",
+    "p_success", "predicted_gain", "novelty", "novel", "novel_features", "full_cost_s", "probe_cost_s", "go_cost_s",
+    "reason", "diagnostics",
 )  # fmt: skip
 
 

@@ -102,6 +102,17 @@ def _predict(table: pd.DataFrame, predictor, prefix: str) -> None:
     table[f"{prefix}_lower"], table[f"{prefix}_upper"] = lower, upper
 
 
+def _novelty(table: pd.DataFrame, predictor, probed: np.ndarray) -> None:
+    """``novelty`` (distance from the predictor's training runs; ~1 like them), ``novel`` (beyond the usual
+    distance: the interval was widened) and ``novel_features`` (those beyond every training run) of probed rows."""
+    novelty, novel, drivers = predictor.novelty_of(predictor.matrix(table))
+    table["novelty"] = np.where(probed, novelty, np.nan)
+    table["novel"] = novel & probed
+    table["novel_features"] = [
+        ", ".join(names) if flag else "" for names, flag in zip(drivers, table["novel"], strict=True)
+    ]
+
+
 def _explanations(predictor, table: pd.DataFrame) -> tuple[list[dict], dict[str, float]]:
     from tuneahead_ray.predictor import Explainer
 
@@ -137,8 +148,18 @@ def _decide(table: pd.DataFrame, grid: GridSpec, base_score: float | None, budge
         facts["cost_used_s"] = selection.cost_used
     table["decision"] = np.where(go, GO, NO_GO)
     table["policy_value"] = value
-    table["reason"] = [_reason(row, grid, base_score) for row in table.itertuples(index=False)]
+    table["reason"] = [_reason(row, grid, base_score) + _novelty_note(row) for row in table.itertuples(index=False)]
     return facts
+
+
+def _novelty_note(row) -> str:
+    """What a decision on a candidate unlike the corpus must add: it is uncertain, and why."""
+    if not row.novel:
+        return ""
+    where = f"; beyond its range in {row.novel_features}" if row.novel_features else ""
+    if row.decision == GO:
+        return f" (unlike the corpus: novelty {row.novelty:.1f}{where}; interval widened)"
+    return f"; uncertain: unlike the corpus (novelty {row.novelty:.1f}{where}), the interval was widened"
 
 
 def _reason(row, grid: GridSpec, base_score: float | None) -> str:
@@ -223,6 +244,7 @@ def screen(
     diverged = table["probe_diverged"] if "probe_diverged" in table else pd.Series(0.0, index=table.index)
     table["probe_diverged"] = diverged.fillna(0).astype(bool)
     _predict(table, predictors.full, "predicted")
+    _novelty(table, predictors.full, in_store.to_numpy())
     if predictors.prescreen is not None:
         unprobed = ~in_store.to_numpy()
         for suffix in ("", "_lower", "_upper"):
@@ -308,6 +330,8 @@ def _summary(
         "failed": int(table["stage"].eq("failed").sum()),
         "not_probed": int(table["stage"].eq("not_probed").sum()),
         "go": int(go.sum()),
+        "novel": int(table["novel"].sum()),
+        "novel_no_go": int((table["novel"] & ~go).sum()),
         "policy": grid.policy,
         "threshold": grid.threshold,
         "top_k": grid.top_k,

@@ -120,10 +120,19 @@ def create_fastapi_app(backend: PredictorBackend, config: ServeConfig) -> FastAP
     async def predict(request: PredictRequest) -> PredictResponse:
         x, ids = await _model_input(backend, request, config)
         result = await backend.predict(x)
+        columns = (result.prediction.tolist(), result.lower.tolist(), result.upper.tolist(), result.novelty.tolist())
         predictions = [
-            Prediction(prediction=p, lower=_finite(low), upper=_finite(high), candidate_id=candidate_id)
-            for p, low, high, candidate_id in zip(
-                result.prediction.tolist(), result.lower.tolist(), result.upper.tolist(), ids, strict=True
+            Prediction(
+                prediction=p,
+                lower=_finite(low),
+                upper=_finite(high),
+                novelty=_finite(novelty),
+                novel=bool(novel),
+                novel_features=names,
+                candidate_id=candidate_id,
+            )  # fmt: skip
+            for p, low, high, novelty, novel, names, candidate_id in zip(
+                *columns, result.novel.tolist(), result.novel_features, ids, strict=True
             )
         ]
         batch = BatchInfo(requests=result.batch_requests, rows=result.batch_rows)

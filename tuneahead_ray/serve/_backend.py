@@ -22,11 +22,15 @@ Featurize = Callable[[Candidate], dict[str, Any]]
 
 @dataclass(frozen=True)
 class RowPredictions:
-    """Predictions and interval ends for one request's rows, and the size of the model call that made them."""
+    """Predictions, interval ends and novelty for one request's rows, and the size of the model call that made
+    them."""
 
     prediction: np.ndarray
     lower: np.ndarray
     upper: np.ndarray
+    novelty: np.ndarray
+    novel: np.ndarray
+    novel_features: list[list[str]]
     batch_requests: int
     batch_rows: int
 
@@ -56,10 +60,23 @@ def predict_matrices(predictor: ScorePredictor, matrices: Sequence[np.ndarray]) 
     """
     x = matrices[0] if len(matrices) == 1 else np.concatenate(matrices)
     prediction = predictor.booster.predict(x, **PREDICT_PARAMS)
-    half_width = predictor.half_widths(x, **PREDICT_PARAMS)
-    ends = np.cumsum([len(m) for m in matrices])[:-1]
-    parts = zip(np.split(prediction, ends), np.split(half_width, ends), strict=True)
-    return [RowPredictions(p, p - h, p + h, len(matrices), len(x)) for p, h in parts]
+    novelty, novel, drivers = predictor.novelty_of(x)
+    half_width = predictor.half_widths(x, novelty, **PREDICT_PARAMS)
+    ends = np.cumsum([len(m) for m in matrices])
+    starts = [0, *ends[:-1]]
+    return [
+        RowPredictions(
+            prediction[a:b],
+            prediction[a:b] - half_width[a:b],
+            prediction[a:b] + half_width[a:b],
+            novelty[a:b],
+            novel[a:b],
+            drivers[a:b],
+            len(matrices),
+            len(x),
+        )  # fmt: skip
+        for a, b in zip(starts, ends, strict=True)
+    ]
 
 
 class ModelBackend:

@@ -88,6 +88,12 @@ class Prediction(BaseModel):
     prediction: float
     lower: float | None = Field(description="Lower end of the interval; null when unbounded.")
     upper: float | None = Field(description="Upper end of the interval; null when unbounded.")
+    novelty: float | None = Field(
+        description="Distance from the runs the model learned from (about 1 for runs like them); null when the "
+        "model scores no novelty."
+    )
+    novel: bool = Field(description="Beyond the usual distance: the prediction is uncertain and its interval widened.")
+    novel_features: list[str] = Field(description="Features beyond the range of every training run, furthest first.")
     candidate_id: str | None = Field(None, description="For candidate specs: the candidate's content id.")
 
 

@@ -77,6 +77,17 @@ def rows_of(table: pd.DataFrame) -> list[dict]:
     return [{k: (None if math.isnan(v) else v) for k, v in row.items()} for row in table[FEATURES].to_dict("records")]
 
 
+def test_a_row_unlike_the_training_runs_is_flagged_novel_with_its_features(client, predictor) -> None:
+    table = synthetic_metadataset(2, seed=13)
+    table.loc[1, "x1"] = 25.0  # far beyond the training range of x1 (-2..2)
+    body = client.post("/v1/predict", json={"rows": rows_of(table)}, headers=AUTH).json()
+    usual, far = body["predictions"]
+    novelty, novel, names = predictor.novelty_of(predictor.matrix(table))
+    assert (usual["novel"], far["novel"]) == (False, True) and far["novel_features"] == names[1] == ["x1"]
+    np.testing.assert_allclose([usual["novelty"], far["novelty"]], novelty, rtol=0, atol=1e-9)
+    assert far["upper"] - far["lower"] > usual["upper"] - usual["lower"]  # widened
+
+
 def test_predictions_and_intervals_equal_the_in_process_predictor(client, predictor, model_dir) -> None:
     table = synthetic_metadataset(50, seed=12)
     table.loc[::5, "x2"] = np.nan  # sent as null: missing, as in training

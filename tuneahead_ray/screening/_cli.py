@@ -47,6 +47,11 @@ def run_screening(grid_path: Path, args: argparse.Namespace) -> int:
         f"GO {summary['go']} of {summary['candidates']} candidates ({summary['probed']} probed); "
         f"compute saved vs training everything: {100 * summary['compute_saved']:.1f}%"
     )
+    if summary["novel"]:
+        print(
+            f"{summary['novel']} candidates lie unlike the predictor's corpus ({summary['novel_no_go']} of them "
+            "NO-GO): their predictions are uncertain and their intervals widened (see novel_features in the report)"
+        )
     for kind, path in paths.items():
         print(f"  {kind:8s} {path}")
     for failure in result.failures:

@@ -7,8 +7,9 @@ that widen with that distance.
   the features where a candidate lies beyond the corpus's range.
 * :class:`NoveltyBins` — Mondrian conformal calibration by novelty: up to the ``level`` quantile of in-sample
   novelty the interval is the predictor's own; beyond it, each novelty bin has its own residual quantile, learnt
-  from out-of-fold residuals pooled with residuals of whole clusters of runs held out in turn (k-means in the same
-  space), so that runs unlike anything in training calibrate the far bins. Never narrower than in-sample.
+  from residuals of whole clusters of runs held out in turn (k-means in the same space): runs unlike anything the
+  model was fitted on calibrate the far bins (with too few clusters, the out-of-fold residuals do). Never narrower
+  than in-sample.
 """
 
 from __future__ import annotations
@@ -123,9 +124,9 @@ def calibrate_novelty(
     level: float,
     seed: int,
 ) -> tuple[NoveltyScore, NoveltyBins]:
-    """The novelty score of ``x`` and its bins, from the predictor's out-of-sample residuals ``out_of_fold`` (over
-    the validation rows of ``splits``) plus a booster of ``rounds`` rounds refit with each k-means cluster held
-    out."""
+    """The novelty score of ``x`` and its bins: the threshold and the in-sample quantile from the predictor's
+    out-of-sample residuals ``out_of_fold`` (over the validation rows of ``splits``), the far bins from a booster
+    of ``rounds`` rounds refit with each k-means cluster held out."""
     score = NoveltyScore.fit(x)
     inside = _pairs(x, out_of_fold, splits)
     base = conformal_quantile(inside[:, 1], level)
@@ -139,7 +140,7 @@ def calibrate_novelty(
         for train, valid in held_out:
             booster = lgb.train(params, lgb.Dataset(x[train], y[train], params={"verbosity": -1}), rounds)
             residuals[valid] = y[valid] - booster.predict(x[valid])
-        pool = np.vstack([inside, _pairs(x, residuals, held_out)])
+        pool = _pairs(x, residuals, held_out)
     far = np.sort(pool[pool[:, 0] > threshold, 0])
     bins = max(1, len(far) // _MIN_BIN)
     edges = [*(float(far[len(far) * i // bins]) for i in range(1, bins)), math.inf]

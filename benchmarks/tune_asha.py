@@ -6,8 +6,9 @@ step's recorded training loss (``step`` as time attribute) to the real scheduler
 finished trial's slot goes to the next trial. The schedulers are the real Ray Tune classes:
 ``AsyncHyperBandScheduler`` (grace period = the median probe length, reduction factor 3, metric = loss, as in
 ``benchmarks/screening.py``) alone, and :class:`tuneahead_ray.tune.TuneAheadScheduler` (``threshold`` policy)
-wrapping the same ASHA, fed each run's real feature row on the result of its last probe step; and, for reference,
-the same scheduler over FIFO (no ASHA).
+wrapping the same ASHA, fed each run's real feature row on the result of its last probe step, with ASHA free to
+stop GO trials later and with GO trials shielded from it (``shield_go``); and, for reference, the same scheduler
+over FIFO (no ASHA).
 
 Compute is measured seconds, as in ``benchmarks/screening.py``: a training step costs the run's train seconds per
 step; a finished run also pays its evaluation. Under TuneAhead a trial also pays its descriptors at its start
@@ -39,7 +40,7 @@ from tuneahead_ray.predictor import TuneAhead, evaluation_splits, load_metadatas
 from tuneahead_ray.tune import FEATURES_KEY, TuneAheadScheduler
 
 SHARES = (0.25, 0.5, 1.0)
-NAMES = ("ASHA alone", "ASHA + TuneAhead", "TuneAhead alone (FIFO)")
+NAMES = ("ASHA alone", "ASHA + TuneAhead", "ASHA + TuneAhead, GO shielded", "TuneAhead alone (FIFO)")
 
 
 def replay(
@@ -132,6 +133,11 @@ def compare_split(table: pd.DataFrame, train: np.ndarray, test: np.ndarray, args
                 args.concurrency, rows,
             ),
             NAMES[2]: replay(
+                held, order, budget,
+                TuneAheadScheduler(model, threshold=threshold, base=asha(held, seed), shield_go=True),
+                args.concurrency, rows,
+            ),
+            NAMES[3]: replay(
                 held, order, budget, TuneAheadScheduler(model, threshold=threshold, base=FIFOScheduler()),
                 args.concurrency, rows,
             ),
@@ -169,9 +175,12 @@ def main() -> None:
 
     mean = {share: {name: {key: mean_of(share, name, key) for key in keys} for name in NAMES} for share in shares}
     wins = {
-        share: sum(s["shares"][share][NAMES[1]]["successes"] >= s["shares"][share][NAMES[0]]["successes"]
-                   for s in per_seed)
-        for share in shares
+        name: {
+            share: sum(s["shares"][share][name]["successes"] >= s["shares"][share][NAMES[0]]["successes"]
+                       for s in per_seed)
+            for share in shares
+        }
+        for name in NAMES[1:3]
     }  # fmt: skip
     print(f"held-out runs per seed: {per_seed[0]['runs']} ({np.mean([s['successes'] for s in per_seed]):.1f} "
           f"successes), {args.seeds} seeds (means), {args.concurrency} trials at once\n")  # fmt: skip
@@ -181,14 +190,15 @@ def main() -> None:
     for share in shares:
         for name in NAMES:
             row = mean[share][name]
-            seeds = f"{wins[share]}/{args.seeds}" if name == NAMES[1] else ""
+            seeds = f"{wins[name][share]}/{args.seeds}" if name in wins else ""
             print(f"| {100 * float(share):.0f}% of ASHA on all | {name} | {row['started']:.1f} | {row['finished']:.1f} "
                   f"| {row['successes']:.1f} | {100 * row['successes_share']:.1f}% | {100 * row['compute_used']:.1f}% "
                   f"| {seeds} |")  # fmt: skip
     targets = {
-        f"ASHA + TuneAhead keeps >= ASHA's successes at {100 * float(share):.0f}% (mean)": (
-            mean[share][NAMES[1]]["successes"] >= mean[share][NAMES[0]]["successes"]
+        f"{name} keeps >= ASHA's successes at {100 * float(share):.0f}% (mean)": (
+            mean[share][name]["successes"] >= mean[share][NAMES[0]]["successes"]
         )
+        for name in NAMES[1:3]
         for share in shares
     }
     print("\n" + "\n".join(f"{'met' if ok else 'MISSED'}: {name}" for name, ok in targets.items()))

@@ -221,6 +221,17 @@ def test_a_base_stop_stays_a_stop_even_for_a_go_prediction_and_commits_nothing()
     assert scheduler.committed_s == 0.0 and not scheduler.predictions["t0"].go
 
 
+def test_shield_go_keeps_go_trials_running_through_base_stops_and_still_stops_no_go() -> None:
+    base = RecordingBase(STOP)
+    scheduler = TuneAheadScheduler(FakePredictor(), threshold=50.0, base=base, shield_go=True)
+    assert feed(scheduler, [row(60.0), row(40.0)]) == [CONTINUE, STOP]
+    later = scheduler.on_trial_result(None, trial(0), {"step": 20, "loss": 1.0})
+    assert later == CONTINUE and base.calls.count(("result", "t0")) == 2  # the base still saw every result
+    before_probe = TuneAheadScheduler(FakePredictor(), threshold=50.0, base=RecordingBase(STOP), shield_go=True)
+    before_probe.on_trial_add(None, trial(5))
+    assert before_probe.on_trial_result(None, trial(5), {"step": 1, "loss": 1.0}) == STOP  # not judged yet
+
+
 def test_under_asha_no_go_probes_count_in_its_cutoffs_and_go_trials_can_still_be_stopped_later() -> None:
     np.random.seed(0)
     asha = AsyncHyperBandScheduler(

@@ -83,6 +83,10 @@ class TuneAheadScheduler(TrialScheduler):
 
     ``budget`` is in worker-seconds, the unit of ``cost`` (default: ``measured``, each probe's own seconds per
     token). ``base_score`` is the base model's score, which ``expected_gain`` counts gains from.
+
+    ``shield_go``: a GO trial runs to its end, the base scheduler's stops (ASHA's loss-based rungs) no longer apply
+    to it once the predictor has judged it: the training loss a rung compares says little about the fine-tuned
+    score the predictor estimates. The base still prunes every trial before its probe, and sees every result.
     """
 
     def __init__(
@@ -97,6 +101,7 @@ class TuneAheadScheduler(TrialScheduler):
         level: float = 0.9,
         cost: CostModel | None = None,
         base: TrialScheduler | None = None,
+        shield_go: bool = False,
     ) -> None:
         """``predictor``: an in-process predictor or a :class:`~tuneahead_ray.tune.ServePredictor`; None loads
         the default predictor of the embedded model. Raises ``ValueError`` naming every missing or bad argument."""
@@ -126,6 +131,7 @@ class TuneAheadScheduler(TrialScheduler):
         self.base_score, self.level = base_score, level
         self.cost = cost or CostModel(kind="measured")
         self.base = base or FIFOScheduler()
+        self.shield_go = shield_go
         #: The prediction and decision of every trial that reported its features, by trial id.
         self.predictions: dict[str, TrialPrediction] = {}
         self.committed_s, self.go_count = 0.0, 0  # budget committed to and number of GO trials
@@ -200,20 +206,25 @@ class TuneAheadScheduler(TrialScheduler):
         self.base.on_trial_error(tune_controller, trial)
 
     def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict) -> str:
-        """The base's decision, except STOP for a trial predicted NO-GO on the result carrying its features.
+        """The base's decision, except STOP for a trial predicted NO-GO on the result carrying its features (and,
+        with ``shield_go``, CONTINUE for a trial predicted GO).
 
         The base sees every result first, a NO-GO trial's included, so ASHA's rung cutoffs are those of all
         trials, as without this scheduler (on the held-out corpus, with ASHA seeing only the GO trials,
         ``benchmarks/tune_asha.py`` kept fewer successes at every budget)."""
         decision = self.base.on_trial_result(tune_controller, trial, result)
-        if trial.trial_id in self.predictions:
-            return decision
-        features = features_of(result)
-        if features is None:
-            return decision
-        prediction = self._decide(features, continuing=decision != TrialScheduler.STOP)
-        self.predictions[trial.trial_id] = prediction
-        return decision if prediction.go else TrialScheduler.STOP
+        prediction = self.predictions.get(trial.trial_id)
+        if prediction is None:
+            features = features_of(result)
+            if features is None:
+                return decision
+            prediction = self._decide(features, continuing=self.shield_go or decision != TrialScheduler.STOP)
+            self.predictions[trial.trial_id] = prediction
+            if not prediction.go:
+                return TrialScheduler.STOP
+        if prediction.go and self.shield_go:
+            return TrialScheduler.CONTINUE
+        return decision
 
     def on_trial_complete(self, tune_controller: Any, trial: Trial, result: dict) -> None:
         self.base.on_trial_complete(tune_controller, trial, result)

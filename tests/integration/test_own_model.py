@@ -145,7 +145,7 @@ def test_an_active_build_refits_on_the_corpus_and_picks_by_decision_value(projec
 
     first = pd.read_parquet(corpus)
     features = [n for group in corpus_feature_groups().values() for n in group if n in first.columns]
-    predictor = ScorePredictor(features, PredictorConfig(seed=0)).fit(first, "score")
+    predictor = ScorePredictor(features, PredictorConfig(seed=0, interval_method="cv-normalized")).fit(first, "score")
     assert history["batches"][0]["estimated_rmse"] == pytest.approx(predictor.metrics["calibration_rmse"])
     remaining = pool.sort_values("candidate_id", ignore_index=True)
     expected = remaining["candidate_id"].iloc[pick_batch("decision", remaining, predictor, 1, threshold=50, seed=10)]

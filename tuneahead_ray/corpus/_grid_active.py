@@ -79,10 +79,10 @@ def _record(history: ActiveHistory, path: Path, runs: int, predictor: ScorePredi
 
 
 def _fit(corpus: pd.DataFrame, strategy: Strategy, seed: int) -> ScorePredictor:
-    """The predictor that ranks the pool: on every corpus feature column; for ``uncertainty``, with intervals
-    normalized per run (the plain cross-fitted interval has one width for all)."""
+    """The predictor that ranks the pool: on every corpus feature column, with intervals normalized per run for
+    the strategies that read interval widths (the plain cross-fitted interval has one width for all)."""
     features = [name for group in corpus_feature_groups().values() for name in group if name in corpus.columns]
-    method = "cv-normalized" if strategy is Strategy.UNCERTAINTY else "cv"
+    method = "cv" if strategy is Strategy.RANDOM else "cv-normalized"
     return ScorePredictor(features, PredictorConfig(seed=seed, interval_method=method)).fit(corpus, "score")
 
 

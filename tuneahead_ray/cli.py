@@ -333,9 +333,9 @@ def _parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
         "--strategy",
         choices=("random", "uncertainty", "decision"),
         help="with --grid: train runs in batches, each picked from the probed candidate pool by a predictor refit "
-        "on the runs so far: at random, widest intervals first (uncertainty), or least certain GO/NO-GO at the "
-        "grid's threshold first (decision); prints when its estimated error stops improving. Default: one "
-        "seeded random sample",
+        "on the runs so far: at random, widest intervals first (uncertainty), or half least certain GO/NO-GO at "
+        "the grid's threshold and half widest intervals (decision); prints when its estimated error stops "
+        "improving. Default: one seeded random sample",
     )
     corpus_build.add_argument("--batch", type=int, default=25, help="with --strategy: runs per batch (default 25)")
     corpus_build.add_argument("--device", help="cpu, cuda or auto (default: the grid's device; testbed: cpu)")

@@ -382,5 +382,5 @@ class ScorePredictor:
         distance from the training runs (where intervals widen), and up to ``top`` features beyond their range."""
         if self.novelty is None or self.novelty_bins is None:
             return np.full(len(x), np.nan), np.zeros(len(x), dtype=bool), [[] for _ in range(len(x))]
-        novelty = self.novelty.score(x)
-        return novelty, novelty > self.novelty_bins.threshold, self.novelty.drivers(x, self.features, top)
+        novelty, drivers = self.novelty.assess(x, self.features, top)
+        return novelty, novelty > self.novelty_bins.threshold, drivers

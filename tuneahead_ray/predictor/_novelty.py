@@ -3,7 +3,7 @@ that widen with that distance.
 
 * :class:`NoveltyScore` — the mean distance to the ``k`` nearest training runs in a robustly scaled feature space
   (median / interquartile range per feature, missing values at the median), divided by the training runs' own
-  typical distance: about 1 for a candidate like the corpus, larger the further out it lies. ``drivers`` names
+  typical distance: about 1 for a candidate like the corpus, larger the further out it lies. ``assess`` also names
   the features where a candidate lies beyond the corpus's range.
 * :class:`NoveltyBins` — Mondrian conformal calibration by novelty: up to the ``level`` quantile of in-sample
   novelty the interval is the predictor's own; beyond it, each novelty bin has its own residual quantile, learnt
@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import lightgbm as lgb
 import numpy as np
@@ -60,28 +61,34 @@ class NoveltyScore:
         typical = float(np.median(distances.mean(axis=1)))
         return cls(center, scale, space, typical if typical > 1e-12 else 1.0, k)
 
-    def _neighbours(self) -> NearestNeighbors:
-        cached = self.__dict__.get("_index")
-        if cached is None:
-            cached = NearestNeighbors(n_neighbors=self.k).fit(self.space)
-            object.__setattr__(self, "_index", cached)
-        return cached
+    @cached_property
+    def _index(self) -> NearestNeighbors:
+        """The k-nearest-neighbour index of the training runs, built on first use."""
+        return NearestNeighbors(n_neighbors=self.k).fit(self.space)
+
+    @cached_property
+    def _range(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per feature, the lowest and highest scaled value of any training run."""
+        return self.space.min(axis=0), self.space.max(axis=0)
+
+    def _distance(self, scaled: np.ndarray) -> np.ndarray:
+        return self._index.kneighbors(scaled, n_neighbors=self.k)[0].mean(axis=1) / self.typical
 
     def score(self, x: np.ndarray) -> np.ndarray:
         """Novelty per row of ``x``: mean distance to the ``k`` nearest training runs over the typical one."""
-        scaled = _scaled(np.asarray(x, dtype=float), self.center, self.scale)
-        return self._neighbours().kneighbors(scaled, n_neighbors=self.k)[0].mean(axis=1) / self.typical
+        return self._distance(_scaled(np.asarray(x, dtype=float), self.center, self.scale))
 
-    def drivers(self, x: np.ndarray, features: Sequence[str], top: int = 3) -> list[list[str]]:
-        """Per row, up to ``top`` features where it lies beyond every training run, furthest out first."""
+    def assess(self, x: np.ndarray, features: Sequence[str], top: int = 3) -> tuple[np.ndarray, list[list[str]]]:
+        """Per row of ``x``: its :meth:`score`, and up to ``top`` features where it lies beyond every training
+        run, furthest out first."""
         scaled = _scaled(np.asarray(x, dtype=float), self.center, self.scale)
-        low, high = self.space.min(axis=0), self.space.max(axis=0)
+        low, high = self._range
         excess = np.maximum(low - scaled, 0) + np.maximum(scaled - high, 0)
         names = []
         for row in excess:
             order = np.argsort(-row, kind="stable")[:top]
             names.append([features[i] for i in order if row[i] > 0])
-        return names
+        return self._distance(scaled), names
 
 
 def _scaled(x: np.ndarray, center: np.ndarray, scale: np.ndarray) -> np.ndarray:

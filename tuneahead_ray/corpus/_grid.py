@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pyarrow as pa
@@ -27,9 +27,17 @@ from tuneahead_ray.features import (
 from tuneahead_ray.grid import GridSpec
 from tuneahead_ray.probe import ProbeResult, RunWorker
 from tuneahead_ray.schemas import Candidate, RunResult
+from tuneahead_ray.store import ResultStore
 from tuneahead_ray.workers import PoolConfig, WorkerFailure, WorkerPool, run_into_store
 
-__all__ = ["GridCorpusReport", "build_grid_corpus", "outcome_columns", "run_compute_seconds", "sample_candidates"]
+__all__ = [
+    "CorpusSpend",
+    "GridCorpusReport",
+    "build_grid_corpus",
+    "outcome_columns",
+    "run_compute_seconds",
+    "sample_candidates",
+]
 
 
 def sample_candidates(candidates: list[Candidate], runs: int, seed: int) -> list[Candidate]:
@@ -73,6 +81,29 @@ class GridCorpusReport:
         self.table, self.failures, self.spent_hours, self.at_budget = table, failures, spent_hours, at_budget
 
 
+class CorpusSpend:
+    """Device-seconds spent by a corpus's runs (those already in it included), against an optional budget."""
+
+    def __init__(self, rows: Iterable[dict], gpu_hours: float | None, gpus_per_worker: float) -> None:
+        self.budget_s = None if gpu_hours is None else gpu_hours * 3600
+        self.gpus_per_worker = gpus_per_worker
+        self.seconds = sum(run_compute_seconds(row, gpus_per_worker) for row in rows)
+
+    @property
+    def reached(self) -> bool:
+        """Whether no more runs may start."""
+        return self.budget_s is not None and self.seconds >= self.budget_s
+
+    def add(self, row: dict) -> bool:
+        """Count a finished run; whether the budget is now reached (a ``stop_when`` for ``run_into_store``)."""
+        self.seconds += run_compute_seconds(row, self.gpus_per_worker)
+        return self.reached
+
+    def report(self, store: ResultStore, failures: list[WorkerFailure]) -> GridCorpusReport:
+        """The build's report, once ``store`` is flushed."""
+        return GridCorpusReport(store.table(), failures, self.seconds / 3600, self.reached)
+
+
 def build_grid_corpus(
     grid: GridSpec,
     candidates: list[Candidate],
@@ -97,10 +128,9 @@ def build_grid_corpus(
     sample = sample_candidates(candidates, runs, seed)
     fingerprints = dataset_fingerprints(sample)
     todo = {key: c for key, c in candidate_ids(sample, fingerprints).items() if key not in store}
-    budget = None if gpu_hours is None else gpu_hours * 3600
-    spent = sum(run_compute_seconds(row, config.gpus_per_worker) for row in store.rows.values())
+    spend = CorpusSpend(store.rows.values(), gpu_hours, config.gpus_per_worker)
     failures: list[WorkerFailure] = []
-    if todo and (budget is None or spent < budget):
+    if todo and not spend.reached:
         static = static_features(
             todo.values(),
             fingerprints,
@@ -114,13 +144,8 @@ def build_grid_corpus(
             fingerprint = fingerprints[todo[key].dataset.path]
             return _corpus_row(todo[key], fingerprint, static[fingerprint], *result)
 
-        def over_budget(row: dict) -> bool:
-            nonlocal spent
-            spent += run_compute_seconds(row, config.gpus_per_worker)
-            return budget is not None and spent >= budget
-
         pool = WorkerPool(RunWorker, (grid.model, config.device, config.shards), config)
         jobs = [(key, (candidate, grid.probe, benchmark)) for key, candidate in todo.items()]
-        failures = run_into_store(pool, "probe_and_run", jobs, store, on_run, to_row=corpus_row, stop_when=over_budget)
+        failures = run_into_store(pool, "probe_and_run", jobs, store, on_run, to_row=corpus_row, stop_when=spend.add)
     store.flush()
-    return GridCorpusReport(store.table(), failures, spent / 3600, budget is not None and spent >= budget)
+    return spend.report(store, failures)

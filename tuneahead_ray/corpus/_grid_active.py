@@ -17,7 +17,7 @@ import pandas as pd
 from pydantic import BaseModel, Field
 
 from tuneahead_ray.corpus._active import Strategy, estimated_rmse, pick_batch, plateau
-from tuneahead_ray.corpus._grid import GridCorpusReport, _corpus_row, run_compute_seconds
+from tuneahead_ray.corpus._grid import CorpusSpend, GridCorpusReport, _corpus_row
 from tuneahead_ray.evaluation import default_benchmark_spec
 from tuneahead_ray.features import (
     ProgressFn,
@@ -113,23 +113,14 @@ def build_active_corpus(
     store = open_feature_store(out / "corpus.parquet", grid.probe)
     fingerprints = dataset_fingerprints(candidates)
     ids = candidate_ids(candidates, fingerprints)
-    budget = None if gpu_hours is None else gpu_hours * 3600
-    spent = sum(run_compute_seconds(row, config.gpus_per_worker) for row in store.rows.values())
+    spend = CorpusSpend(store.rows.values(), gpu_hours, config.gpus_per_worker)
     history_path = out / HISTORY_FILE
     history = _history(history_path, strategy)
     failures: list[WorkerFailure] = []
 
-    def over_budget(row: dict) -> bool:
-        nonlocal spent
-        spent += run_compute_seconds(row, config.gpus_per_worker)
-        return budget is not None and spent >= budget
-
-    def at_budget() -> bool:
-        return budget is not None and spent >= budget
-
-    if len(store) >= runs or at_budget() or not set(ids) - set(store.rows):
+    if len(store) >= runs or spend.reached or not set(ids) - set(store.rows):
         store.flush()
-        return GridCorpusReport(store.table(), failures, spent / 3600, at_budget()), history
+        return spend.report(store, failures), history
     static = static_features(
         ids.values(), fingerprints, model=grid.model, cache_dir=out / "cache", device=config.device,
         on_progress=on_progress,
@@ -151,7 +142,7 @@ def build_active_corpus(
             on_run(finished + done, max(goal, finished + total))
 
     try:
-        while len(store) < runs and not at_budget():
+        while len(store) < runs and not spend.reached:
             remaining = sorted(key for key in ids if key not in store and key not in failed)
             if not remaining:
                 break
@@ -177,7 +168,7 @@ def build_active_corpus(
 
             jobs = [(key, (candidate, grid.probe, benchmark)) for key, candidate in batch.items()]
             new = run_into_store(
-                workers, "probe_and_run", jobs, store, batch_progress, to_row=to_row, stop_when=over_budget,
+                workers, "probe_and_run", jobs, store, batch_progress, to_row=to_row, stop_when=spend.add,
                 shutdown=False,
             )  # fmt: skip
             finished += len(jobs)
@@ -189,4 +180,4 @@ def build_active_corpus(
     corpus = store.table().to_pandas()
     if len(corpus) >= MIN_TRAINING_ROWS and (not history.batches or history.batches[-1].runs < len(corpus)):
         _record(history, history_path, len(corpus), _fit(corpus, strategy, seed))
-    return GridCorpusReport(store.table(), failures, spent / 3600, at_budget()), history
+    return spend.report(store, failures), history

@@ -1,7 +1,7 @@
 """Screening a candidate grid: the driver, its predictors and costs, the demo, and the ``screen`` command."""
 
 from tuneahead_ray.screening._cli import add_screening_commands, run_screening
-from tuneahead_ray.screening._costs import budget_seconds, full_run_seconds, full_run_tokens
+from tuneahead_ray.screening._costs import budget_seconds, full_run_seconds, full_run_tokens, run_costs
 from tuneahead_ray.screening._demo import DEMO_DATASETS, DEMO_GRID, write_demo
 from tuneahead_ray.screening._driver import GO, NO_GO, ScreeningResult, probe_set, screen
 from tuneahead_ray.screening._predictors import (
@@ -26,6 +26,7 @@ __all__ = [
     "full_run_tokens",
     "load_predictors",
     "probe_set",
+    "run_costs",
     "run_screening",
     "screen",
     "write_demo",

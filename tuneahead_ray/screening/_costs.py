@@ -7,7 +7,7 @@ import pandas as pd
 
 from tuneahead_ray.grid import Budget, CostModel
 
-__all__ = ["budget_seconds", "full_run_seconds", "full_run_tokens"]
+__all__ = ["budget_seconds", "full_run_seconds", "full_run_tokens", "run_costs"]
 
 
 def full_run_tokens(table: pd.DataFrame) -> np.ndarray:
@@ -29,6 +29,17 @@ def full_run_seconds(table: pd.DataFrame, model: CostModel) -> np.ndarray:
     known = np.isfinite(rate)
     fallback = float(np.median(rate[known])) if known.any() else 1.0 / model.tokens_per_second
     return tokens * np.where(known, rate, fallback)
+
+
+def run_costs(table: pd.DataFrame, model: CostModel) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per run: the full run, its probe (the probe's measured seconds under ``measured``, else its share of the
+    steps) and the rest of the run a GO resumes after the probe, in worker-seconds."""
+    full = full_run_seconds(table, model)
+    if model.kind == "measured" and "probe_seconds" in table:
+        probe = table["probe_seconds"].fillna(0).to_numpy(float)
+    else:
+        probe = full * (table["probe_steps"].fillna(0) / table["hp_total_steps"]).to_numpy(float)
+    return full, probe, np.maximum(full - probe, 0.0)
 
 
 def budget_seconds(budget: Budget, full_costs: np.ndarray) -> float:

@@ -28,7 +28,7 @@ from tuneahead_ray.features import (
 from tuneahead_ray.grid import GridSpec
 from tuneahead_ray.scheduler import select, success_probability
 from tuneahead_ray.schemas import Candidate
-from tuneahead_ray.screening._costs import budget_seconds, full_run_seconds
+from tuneahead_ray.screening._costs import budget_seconds, run_costs
 from tuneahead_ray.screening._launch import probe_state_dir
 from tuneahead_ray.screening._predictors import ScreeningPredictors
 from tuneahead_ray.workers import PoolConfig, WorkerFailure
@@ -257,14 +257,8 @@ def screen(
             table["predicted"].to_numpy(), table["lower"].to_numpy(), table["upper"].to_numpy(), grid.threshold
         )
 
-    full_cost = full_run_seconds(table, grid.cost)
-    share = table["probe_steps"].fillna(0) / table["hp_total_steps"]
-    if grid.cost.kind == "measured" and "probe_seconds" in table:
-        probe_cost = table["probe_seconds"].fillna(0).to_numpy(float)
-    else:
-        probe_cost = (full_cost * share).to_numpy(float)
-    table["full_cost_s"], table["probe_cost_s"] = full_cost, probe_cost
-    table["go_cost_s"] = np.maximum(full_cost - probe_cost, 0.0)
+    full_cost, table["probe_cost_s"], table["go_cost_s"] = run_costs(table, grid.cost)
+    table["full_cost_s"] = full_cost
     budget = budget_seconds(grid.budget, full_cost) if grid.budget is not None else None
     facts = _decide(table, grid, base_score, budget)
 

@@ -22,7 +22,7 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from tuneahead_ray.grid import CostModel
 from tuneahead_ray.scheduler import Policy, select
-from tuneahead_ray.screening import GO, NO_GO, full_run_seconds
+from tuneahead_ray.screening import GO, NO_GO, run_costs
 from tuneahead_ray.tune._predict import IntervalPredictor, default_predictor
 
 __all__ = ["FEATURES_KEY", "PredictionCallback", "TrialPrediction", "TuneAheadScheduler", "features_of"]
@@ -141,12 +141,7 @@ class TuneAheadScheduler(TrialScheduler):
 
     def _go_cost(self, row: pd.DataFrame) -> float:
         """Worker-seconds of the rest of the run after its probe, as ``screen`` estimates it."""
-        full = float(full_run_seconds(row, self.cost)[0])
-        if self.cost.kind == "measured":
-            probe = float(row["probe_seconds"].iloc[0])
-        else:
-            probe = full * float(row["probe_steps"].iloc[0]) / float(row["hp_total_steps"].iloc[0])
-        return max(full - probe, 0.0)
+        return float(run_costs(row, self.cost)[2][0])
 
     def _decide(self, features: Mapping[str, Any], continuing: bool) -> TrialPrediction:
         """Predict one trial from its meta-feature row and decide under the online rule; ``continuing``: whether

@@ -321,3 +321,20 @@ def test_serve_predictor_sends_the_served_features_and_reads_unbounded_ends_as_i
         predictor.predict_interval(table.drop(columns="b"))
     scheduler = TuneAheadScheduler(ServePredictor("http://127.0.0.1:8000"), threshold=50.0)
     assert pickle.loads(pickle.dumps(scheduler)).predictor.base_url == "http://127.0.0.1:8000"
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"report_every": 0}, "report_every: 0 must be >= 1"),
+        ({"hp": {"lr": -1.0}}, "lr"),
+        ({"probe": {"min_steps": 0}}, "min_steps"),
+    ],
+)
+def test_the_trainable_rejects_bad_config_before_loading_a_model(tmp_path, config: dict, message: str) -> None:
+    from tuneahead_ray.testbed import DataSpec, write_dataset
+    from tuneahead_ray.tune import lora_trainable
+
+    data = write_dataset(DataSpec(size=20, seed=1), tmp_path / "clean.jsonl")
+    with pytest.raises(ValueError, match=message):
+        lora_trainable({"dataset": str(data), **config})

@@ -32,14 +32,8 @@ import numpy as np
 import pandas as pd
 from accuracy import RESULTS, TARGET, add_split_arguments, load_corpus, noise_floor
 
-from tuneahead_ray.predictor import (
-    PredictorConfig,
-    ProxyLM,
-    ScorePredictor,
-    corpus_feature_groups,
-    evaluation_splits,
-    regression_metrics,
-)
+from tuneahead_ray.features import FEATURE_GROUPS
+from tuneahead_ray.predictor import PredictorConfig, ProxyLM, ScorePredictor, evaluation_splits, regression_metrics
 
 #: The testbed generator's knobs as the corpus records them (``data_*`` columns); the family mix is in data_spec.
 GENERATOR_KNOBS = (
@@ -67,7 +61,7 @@ def with_family_mix(table: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
 
 def feature_sets(mix: list[str]) -> dict[str, list[str]]:
     """The feature list of every model compared here, by display name (``proxy_gain`` as ProxyLM computes it)."""
-    groups = corpus_feature_groups()
+    groups = FEATURE_GROUPS
     static, probe, hp = list(groups["static"]), list(groups["probe"]), list(groups["hp"])
     oracle = [*GENERATOR_KNOBS, *mix, *hp]
     return {

@@ -45,7 +45,8 @@ import pandas as pd
 from accuracy import RESULTS, TARGET, load_corpus
 
 from tuneahead_ray.corpus import estimated_rmse, pick_batch, plateau
-from tuneahead_ray.predictor import PredictorConfig, ScorePredictor, corpus_feature_groups, go_no_go
+from tuneahead_ray.features import FEATURE_GROUPS
+from tuneahead_ray.predictor import PredictorConfig, ScorePredictor, go_no_go
 
 CHECKPOINTS = (25, 50, 100, 150, 200, 250, 300, 400, 600, 800, 1000)
 STRATEGIES = ("random", "uncertainty", "decision", "static-only")
@@ -233,7 +234,7 @@ def main(argv: list[str] | None = None, picker: Picker = pick_batch) -> int:
     started = time.perf_counter()
     corpus, source = load_corpus(args.corpus)
     threshold = float(corpus["base_score"].median()) + args.margin
-    groups = corpus_feature_groups()
+    groups = FEATURE_GROUPS
     full = [name for group in ("static", "probe", "hp") for name in groups[group]]
     static = [name for group in ("static", "hp") for name in groups[group]]
     strategies = tuple(args.strategies)

@@ -27,8 +27,8 @@ import ray
 import torch
 
 from tuneahead_ray.data import load_dataset
-from tuneahead_ray.descriptors import MODEL_FEATURES, ROW_FEATURES, describe_table
-from tuneahead_ray.features import DESCRIPTOR_SAMPLE_SIZE
+from tuneahead_ray.descriptors.pipeline import describe_table
+from tuneahead_ray.features import DESCRIPTOR_SAMPLE_SIZE, MODEL_FEATURES, ROW_FEATURES
 from tuneahead_ray.testbed import DataSpec, generate_records
 
 RESULTS = Path(__file__).resolve().parent / "results"

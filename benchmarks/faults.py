@@ -200,7 +200,7 @@ def main() -> None:
     import ray
     from ray.cluster_utils import Cluster
 
-    from tuneahead_ray.grid import load_grid
+    from tuneahead_ray.screening._grid import load_grid
 
     rng = random.Random(args.seed)
     root = Path(tempfile.mkdtemp(prefix="faults-"))

@@ -35,7 +35,7 @@ import torch
 import transformers
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from tuneahead_ray.modeling import default_model_dir, load_model, load_tokenizer
+from tuneahead_ray.base_models import default_model_dir, load_model, load_tokenizer
 from tuneahead_ray.probe import BaseScores, ProbeSpec, encode_reference, run_probe
 from tuneahead_ray.schemas import HyperParams
 from tuneahead_ray.training import StepTrainer, attach_adapter, detach_adapter, encode_pairs

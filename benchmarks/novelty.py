@@ -28,7 +28,8 @@ import numpy as np
 from accuracy import RESULTS, TARGET, load_corpus
 from sklearn.metrics import roc_auc_score
 
-from tuneahead_ray.predictor import PredictorConfig, ScorePredictor, corpus_feature_groups
+from tuneahead_ray.features import FEATURE_GROUPS
+from tuneahead_ray.predictor import PredictorConfig, ScorePredictor
 
 PROBLEMS = ("label_noise", "duplication", "format_corruption", "off_target")
 LEVEL = 0.9
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = time.perf_counter()
     table, _ = load_corpus(args.corpus)
-    features = [name for group in ("static", "probe", "hp") for name in corpus_feature_groups()[group]]
+    features = [name for group in ("static", "probe", "hp") for name in FEATURE_GROUPS[group]]
     order = np.random.default_rng(args.seed).permutation(len(table))
     held_in = order[: int(0.28 * len(table))]
     rows = {}

@@ -20,10 +20,10 @@ from pathlib import Path
 import ray
 import torch
 
-from tuneahead_ray.grid import GridSpec, expand_grid
+from tuneahead_ray._private.workers import PoolConfig
 from tuneahead_ray.probe import ProbePool, ProbeSpec, RunWorker, full_run
+from tuneahead_ray.screening._grid import GridSpec, expand_grid
 from tuneahead_ray.training import StepTrainer, attach_adapter, detach_adapter
-from tuneahead_ray.workers import PoolConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"

@@ -33,11 +33,11 @@ def main() -> None:
     import pandas as pd
     import ray
 
-    from tuneahead_ray._cli_common import quiet_ray_data
-    from tuneahead_ray.grid import load_grid
+    from tuneahead_ray._private.cli_support import quiet_ray_data
+    from tuneahead_ray._private.workers import PoolConfig
     from tuneahead_ray.report import write_report
     from tuneahead_ray.screening import DEMO_GRID, load_predictors, screen, write_demo
-    from tuneahead_ray.workers import PoolConfig
+    from tuneahead_ray.screening._grid import load_grid
 
     with tempfile.TemporaryDirectory() as tmp:
         grid_path = write_demo(tmp)

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from tuneahead_ray.predictor import FeatureGroupModel, TuneAhead, evaluation_splits, load_metadataset
-from tuneahead_ray.scheduler import select
+from tuneahead_ray.screening._policies import select
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CORPUS = Path(__file__).resolve().parents[1] / "corpus" / "corpus.parquet"

@@ -61,7 +61,8 @@ GROUPS = ("client", "plain server", "Serve replicas", "HAProxy", "Serve proxy", 
 
 
 def _training_table() -> tuple[pd.DataFrame, list[str], str]:
-    from tuneahead_ray.predictor import CORPUS_FEATURES, load_metadataset, present_columns
+    from tuneahead_ray.features import CORPUS_FEATURES
+    from tuneahead_ray.predictor import load_metadataset, present_columns
 
     if CORPUS.exists():
         table = load_metadataset(CORPUS, "score")

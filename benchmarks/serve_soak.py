@@ -12,7 +12,7 @@ proxy processes flat (psutil, after a warm-up vs at the end). Prints a table, wr
 
     python benchmarks/serve_soak.py [--requests 3000] [--concurrency 8] [--seed 0]
 
-``tests/integration/test_serve_soak.py`` runs the same soak with a few hundred requests.
+``tests/serve/test_soak.py`` runs the same soak with a few hundred requests.
 """
 
 from __future__ import annotations
@@ -53,7 +53,8 @@ KILL_WINDOW_S = 5.0
 
 def training_table(rows: int = 1000) -> tuple[pd.DataFrame, list[str]]:
     """The shipped corpus's features and scores, or a corpus-shaped synthetic table when it is absent."""
-    from tuneahead_ray.predictor import CORPUS_FEATURES, load_metadataset, present_columns
+    from tuneahead_ray.features import CORPUS_FEATURES
+    from tuneahead_ray.predictor import load_metadataset, present_columns
 
     if CORPUS.exists():
         table = load_metadataset(CORPUS, "score")

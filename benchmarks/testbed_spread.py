@@ -123,10 +123,9 @@ def _summary(rows: list[dict]) -> dict:
 
 def _default_run_timing() -> dict:
     """Wall time of one run of the default demo configuration, alone on the machine (2 threads)."""
-    from tuneahead_ray.cli import DEMO_HP
     from tuneahead_ray.probe import full_run
     from tuneahead_ray.schemas import Candidate, DatasetRef
-    from tuneahead_ray.testbed import write_dataset
+    from tuneahead_ray.testbed import DEMO_HP, write_dataset
     from tuneahead_ray.yaml_config import load_yaml_model
 
     hp = load_yaml_model(DEMO_HP, HyperParams)

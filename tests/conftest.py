@@ -1,6 +1,10 @@
-"""Shared fixtures: one CPU thread (tests are sized for 2 cores and must be reproducible), the embedded model."""
+"""Shared fixtures: one CPU thread (tests are sized for 2 cores and must be reproducible), the embedded model, and
+one real local Ray for the whole test session (integration tests)."""
 
 from __future__ import annotations
+
+import os
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -11,7 +15,7 @@ torch.set_num_threads(1)
 @pytest.fixture(scope="session")
 def tokenizer():
     """The embedded tiny Qwen2's tokenizer (read-only: tests must not change it)."""
-    from tuneahead_ray.modeling import load_tokenizer
+    from tuneahead_ray.base_models import load_tokenizer
 
     return load_tokenizer("default")
 
@@ -19,6 +23,32 @@ def tokenizer():
 @pytest.fixture(scope="session")
 def base_model():
     """The embedded tiny Qwen2 on the CPU (read-only: tests that train load their own copy)."""
-    from tuneahead_ray.modeling import load_model
+    from tuneahead_ray.base_models import load_model
 
     return load_model("default", "cpu")
+
+
+#: Tests run what `tuneahead-ray serve` runs: HAProxy behind the guard (TUNEAHEAD_TEST_HAPROXY=0: the Python proxy).
+HAPROXY = os.environ.get("TUNEAHEAD_TEST_HAPROXY", "1") != "0"
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[None]:
+    """A local Ray with 2 CPUs and 2 (fake) GPUs, started once per session and shut down at its end, in the
+    environment ``tuneahead-ray serve`` gives its Ray (HAProxy unless TUNEAHEAD_TEST_HAPROXY=0).
+
+    Declaring GPUs on a CPU machine exercises the GPU scheduling path: probe actors request ``num_gpus=1`` and
+    fall back to the CPU device because torch sees no CUDA.
+    """
+    import ray
+
+    from tuneahead_ray.serve import apply_serve_environment
+
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in apply_serve_environment(dict(os.environ), haproxy=HAPROXY).items():  # undone at the end
+            patch.setenv(name, value)
+        ray.init(address="local", num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False)
+        try:
+            yield
+        finally:
+            ray.shutdown()

@@ -6,7 +6,6 @@ from tuneahead_ray.corpus._build import PROXY_MAX_STEPS, CorpusWorker, build_cor
 from tuneahead_ray.corpus._grid import (
     GridCorpusReport,
     build_grid_corpus,
-    outcome_columns,
     run_compute_seconds,
     sample_candidates,
 )
@@ -27,7 +26,6 @@ __all__ = [
     "build_grid_corpus",
     "dominant_family",
     "estimated_rmse",
-    "outcome_columns",
     "pick_batch",
     "plateau",
     "refeature_checkpoint",

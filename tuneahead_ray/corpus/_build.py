@@ -14,17 +14,18 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from tuneahead_ray._private.store import ResultStore
+from tuneahead_ray._private.workers import PoolConfig, WorkerFailure, WorkerPool, run_into_store
+from tuneahead_ray.base_models import DEFAULT_MODEL
 from tuneahead_ray.corpus._sampling import CorpusSpec, dominant_family, sample_corpus_specs
 from tuneahead_ray.data import write_jsonl
-from tuneahead_ray.descriptors import ModelScorer, describe_sample, describe_table
+from tuneahead_ray.descriptors.model_pass import ModelScorer, describe_sample
+from tuneahead_ray.descriptors.pipeline import describe_table
 from tuneahead_ray.evaluation import TestbedSpec
 from tuneahead_ray.features import DESCRIPTOR_SAMPLE_SIZE, hp_features
-from tuneahead_ray.modeling import DEFAULT_MODEL
 from tuneahead_ray.probe import ProbeSpec, RunWorker
 from tuneahead_ray.schemas import Candidate, DatasetRef, HyperParams
-from tuneahead_ray.store import ResultStore
 from tuneahead_ray.testbed import generate_records
-from tuneahead_ray.workers import PoolConfig, WorkerFailure, WorkerPool, run_into_store
 
 __all__ = ["CorpusWorker", "build_corpus", "run_corpus_jobs", "PROXY_MAX_STEPS"]
 

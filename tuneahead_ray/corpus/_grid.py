@@ -8,33 +8,25 @@ ground truth: ``score``, ``base_score``, ``gain``, the per-group breakdown, the 
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pyarrow as pa
 
+from tuneahead_ray._private.store import ResultStore
+from tuneahead_ray._private.workers import PoolConfig, WorkerFailure, WorkerPool, run_into_store
 from tuneahead_ray.evaluation import default_benchmark_spec
-from tuneahead_ray.features import (
-    ProgressFn,
-    candidate_ids,
-    dataset_fingerprints,
-    feature_row,
-    open_feature_store,
-    static_features,
-)
-from tuneahead_ray.grid import GridSpec
+from tuneahead_ray.features import candidate_ids, dataset_fingerprints, open_feature_store, outcome_columns
+from tuneahead_ray.features.compute import ProgressFn, feature_row, run_descriptors
 from tuneahead_ray.probe import ProbeResult, RunWorker
 from tuneahead_ray.schemas import Candidate, RunResult
-from tuneahead_ray.store import ResultStore
-from tuneahead_ray.workers import PoolConfig, WorkerFailure, WorkerPool, run_into_store
+from tuneahead_ray.screening._grid import GridSpec
 
 __all__ = [
     "CorpusSpend",
     "GridCorpusReport",
     "build_grid_corpus",
-    "outcome_columns",
     "run_compute_seconds",
     "sample_candidates",
 ]
@@ -52,20 +44,6 @@ def run_compute_seconds(row: dict, gpus_per_worker: float) -> float:
     """What a corpus run cost in device-seconds: probe, rest of the training and evaluation, times the GPUs (or
     CPU slots) its worker held."""
     return (row["train_seconds"] + row["eval_seconds"]) * max(gpus_per_worker, 1.0)
-
-
-def outcome_columns(run: RunResult) -> dict:
-    """The ground-truth columns of a finished run, as a corpus (or a launch's outcomes) stores them."""
-    return {
-        "score": run.score,
-        "base_score": run.base_score,
-        "gain": run.gain,
-        "per_family": json.dumps(run.per_family),
-        "loss_curve": run.loss_curve,
-        "diverged": run.diverged,
-        "train_seconds": run.train_seconds,
-        "eval_seconds": run.eval_seconds,
-    }
 
 
 def _corpus_row(
@@ -131,7 +109,7 @@ def build_grid_corpus(
     spend = CorpusSpend(store.rows.values(), gpu_hours, config.gpus_per_worker)
     failures: list[WorkerFailure] = []
     if todo and not spend.reached:
-        static = static_features(
+        static = run_descriptors(
             todo.values(),
             fingerprints,
             model=grid.model,

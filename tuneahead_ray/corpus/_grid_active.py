@@ -16,23 +16,17 @@ from pathlib import Path
 import pandas as pd
 from pydantic import BaseModel, Field
 
+from tuneahead_ray._private.atomic import write_bytes_atomic
+from tuneahead_ray._private.workers import PoolConfig, WorkerFailure, WorkerPool, run_into_store
 from tuneahead_ray.corpus._active import Strategy, estimated_rmse, pick_batch, plateau
 from tuneahead_ray.corpus._grid import CorpusSpend, GridCorpusReport, _corpus_row
 from tuneahead_ray.evaluation import default_benchmark_spec
-from tuneahead_ray.features import (
-    ProgressFn,
-    candidate_ids,
-    dataset_fingerprints,
-    open_feature_store,
-    probe_features,
-    static_features,
-)
-from tuneahead_ray.grid import GridSpec
-from tuneahead_ray.predictor import MIN_TRAINING_ROWS, PredictorConfig, ScorePredictor, corpus_feature_groups
+from tuneahead_ray.features import FEATURE_GROUPS, candidate_ids, dataset_fingerprints, open_feature_store
+from tuneahead_ray.features.compute import ProgressFn, run_descriptors, run_probes
+from tuneahead_ray.predictor import MIN_TRAINING_ROWS, PredictorConfig, ScorePredictor
 from tuneahead_ray.probe import RunWorker
 from tuneahead_ray.schemas import Candidate
-from tuneahead_ray.store import write_bytes_atomic
-from tuneahead_ray.workers import PoolConfig, WorkerFailure, WorkerPool, run_into_store
+from tuneahead_ray.screening._grid import GridSpec
 
 __all__ = ["ActiveHistory", "BatchRecord", "build_active_corpus"]
 
@@ -81,7 +75,7 @@ def _record(history: ActiveHistory, path: Path, runs: int, predictor: ScorePredi
 def _fit(corpus: pd.DataFrame, strategy: Strategy, seed: int) -> ScorePredictor:
     """The predictor that ranks the pool: on every corpus feature column, with intervals normalized per run for
     the strategies that read interval widths (the plain cross-fitted interval has one width for all)."""
-    features = [name for group in corpus_feature_groups().values() for name in group if name in corpus.columns]
+    features = [name for group in FEATURE_GROUPS.values() for name in group if name in corpus.columns]
     method = "cv" if strategy is Strategy.RANDOM else "cv-normalized"
     return ScorePredictor(features, PredictorConfig(seed=seed, interval_method=method)).fit(corpus, "score")
 
@@ -121,14 +115,14 @@ def build_active_corpus(
     if len(store) >= runs or spend.reached or not set(ids) - set(store.rows):
         store.flush()
         return spend.report(store, failures), history
-    static = static_features(
+    static = run_descriptors(
         ids.values(), fingerprints, model=grid.model, cache_dir=out / "cache", device=config.device,
         on_progress=on_progress,
     )  # fmt: skip
     pool_store = open_feature_store(out / "pool.parquet", grid.probe)
     if strategy is not Strategy.RANDOM:  # the pool's own features rank it; random needs none
         unprobed = {key: c for key, c in ids.items() if key not in pool_store and key not in store}
-        failures += probe_features(
+        failures += run_probes(
             unprobed, fingerprints, static, pool_store, model=grid.model, spec=grid.probe, pool_config=config,
             on_progress=on_progress,
         )  # fmt: skip

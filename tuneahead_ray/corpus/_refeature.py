@@ -16,15 +16,16 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tuneahead_ray._private.atomic import write_parquet_atomic
+from tuneahead_ray._private.store import ResultStore
+from tuneahead_ray._private.workers import PoolConfig, WorkerFailure
+from tuneahead_ray.base_models import DEFAULT_MODEL
 from tuneahead_ray.corpus._build import run_corpus_jobs
 from tuneahead_ray.corpus._sampling import CorpusSpec
 from tuneahead_ray.features import hp_features
-from tuneahead_ray.modeling import DEFAULT_MODEL
 from tuneahead_ray.probe import ProbeSpec
 from tuneahead_ray.schemas import HyperParams
-from tuneahead_ray.store import ResultStore, write_parquet_atomic
 from tuneahead_ray.testbed import DataSpec
-from tuneahead_ray.workers import PoolConfig, WorkerFailure
 
 __all__ = ["refeature_corpus", "refeature_checkpoint"]
 

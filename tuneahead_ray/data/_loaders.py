@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any, Literal
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .._private.atomic import write_text_atomic
 from ..schemas import DatasetRef
 from ._errors import DatasetError
 
@@ -84,22 +84,13 @@ def load_records(source: Source, format: Format = "auto") -> list[dict[str, str]
 
 
 def write_jsonl(records: Iterable[Mapping[str, Any]], path: str | os.PathLike[str]) -> Path:
-    """Write one JSON object per line, atomically (temp file in the same directory, then ``os.replace``)."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            for index, record in enumerate(records):
-                if not isinstance(record, Mapping):
-                    raise TypeError(f"record {index} must be a mapping, got {_kind(record)}")
-                handle.write(json.dumps(dict(record), ensure_ascii=False) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, target)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    """Write one JSON object per line, atomically."""
+    lines = []
+    for index, record in enumerate(records):
+        if not isinstance(record, Mapping):
+            raise TypeError(f"record {index} must be a mapping, got {_kind(record)}")
+        lines.append(json.dumps(dict(record), ensure_ascii=False) + "\n")
+    target = write_text_atomic("".join(lines), path)
     return target
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
+
+from .._private.atomic import write_text_atomic
 
 __all__ = ["read_cached", "write_cached"]
 
@@ -29,15 +30,6 @@ def read_cached(directory: str | os.PathLike[str], key: str, features: tuple[str
 
 
 def write_cached(directory: str | os.PathLike[str], key: str, values: dict[str, float]) -> Path:
-    """Store ``values`` under ``key`` (temp file in the same directory, then ``os.replace``)."""
-    target = _entry(Path(directory), key)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump({"key": key, "features": values}, handle, indent=1)
-        os.replace(tmp_name, target)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    """Store ``values`` under ``key`` (atomically)."""
+    target = write_text_atomic(json.dumps({"key": key, "features": values}, indent=1), _entry(Path(directory), key))
     return target

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 
-from ..modeling import load_tokenizer, resolve_model_dir
+from ..base_models import load_tokenizer, resolve_model_dir
 
 if TYPE_CHECKING:
     import tokenizers

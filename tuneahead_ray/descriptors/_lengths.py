@@ -13,15 +13,7 @@ if TYPE_CHECKING:
     import tokenizers
     from transformers import PreTrainedTokenizerBase
 
-__all__ = ["LENGTH_FEATURES", "length_stats", "row_token_lengths", "token_length_stats"]
-
-_PARTS = ("prompt", "response", "total")
-_STATS = ("mean", "std", "p10", "p50", "p90")
-#: Names of the token-length features, in order.
-LENGTH_FEATURES: tuple[str, ...] = (
-    *(f"{part}_tokens_{stat}" for part in _PARTS for stat in _STATS),
-    "io_length_ratio",
-)
+__all__ = ["length_stats", "row_token_lengths", "token_length_stats"]
 
 
 def row_token_lengths(

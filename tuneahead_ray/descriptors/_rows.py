@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from ..modeling import DEFAULT_MODEL
+from ..base_models import DEFAULT_MODEL
 from ._common import ArrowBatch, column_words, counting_tokenizer, exact_mean, ratio_of_sums
 from ._duplicates import exact_duplicate_rate_of_hashes, near_duplicate_rate_of_bands, row_hashes, row_lsh_bands
-from ._lengths import LENGTH_FEATURES, length_stats, row_token_lengths
+from ._lengths import length_stats, row_token_lengths
 from ._text import (
     row_groundedness,
     row_instruction_complexity,
@@ -21,21 +21,7 @@ from ._text import (
     row_type_token_ratio,
 )
 
-__all__ = ["ROW_FEATURES", "RowFeaturizer", "row_stats"]
-
-#: Names of the features reduced from per-row values, in order.
-ROW_FEATURES: tuple[str, ...] = (
-    "num_rows",
-    *LENGTH_FEATURES,
-    "special_char_ratio",
-    "type_token_ratio",
-    "ngram_repetition",
-    "prompt_words_mean",
-    "instruction_complexity",
-    "groundedness",
-    "exact_duplicate_rate",
-    "near_duplicate_rate",
-)
+__all__ = ["RowFeaturizer", "row_stats"]
 
 
 class RowFeaturizer:

@@ -1,8 +1,7 @@
 """The score predictor: LightGBM on meta-features with conformal intervals, SHAP explanations, a verified model
 store, the paper's baselines and the held-out evaluation that compares them.
 
-``CORPUS_FEATURES`` (static + probe + hyperparameter feature names) is resolved on first access, because the
-descriptor and probe packages import torch.
+The feature names it reads (``CORPUS_FEATURES``, ``FEATURE_GROUPS``) are :mod:`tuneahead_ray.features`'.
 """
 
 from tuneahead_ray.predictor._baselines import (
@@ -17,7 +16,6 @@ from tuneahead_ray.predictor._baselines import (
     TuneAhead,
     corpus_models,
 )
-from tuneahead_ray.predictor._cli import add_predictor_commands
 from tuneahead_ray.predictor._conformal import ConformalInterval, conformal_quantile, interval_coverage
 from tuneahead_ray.predictor._curves import PowerLaw, extrapolate_loss, fit_power_law
 from tuneahead_ray.predictor._default import (
@@ -47,7 +45,6 @@ from tuneahead_ray.predictor._explain import (
 )
 from tuneahead_ray.predictor._metadataset import (
     CORPUS_EXCLUDED,
-    corpus_feature_groups,
     feature_columns,
     feature_matrix,
     load_metadataset,
@@ -55,7 +52,7 @@ from tuneahead_ray.predictor._metadataset import (
     table_sha256,
     target_values,
 )
-from tuneahead_ray.predictor._model import MIN_TRAINING_ROWS, PredictorConfig, ScorePredictor
+from tuneahead_ray.predictor._score_predictor import MIN_TRAINING_ROWS, PredictorConfig, ScorePredictor
 from tuneahead_ray.predictor._store import (
     CARD_FILE,
     CARD_VERSION,
@@ -74,7 +71,6 @@ __all__ = [
     "CARD_FILE",
     "CARD_VERSION",
     "CORPUS_EXCLUDED",
-    "CORPUS_FEATURES",
     "DEFAULT_TARGET",
     "FEATURE_LABELS",
     "FULL_GROUPS",
@@ -105,9 +101,7 @@ __all__ = [
     "StaticOnly",
     "TrainMean",
     "TuneAhead",
-    "add_predictor_commands",
     "conformal_quantile",
-    "corpus_feature_groups",
     "corpus_models",
     "cross_validate",
     "default_corpus_path",
@@ -132,11 +126,3 @@ __all__ = [
     "table_sha256",
     "target_values",
 ]
-
-
-def __getattr__(name: str) -> tuple[str, ...]:
-    if name == "CORPUS_FEATURES":
-        from tuneahead_ray.predictor import _metadataset
-
-        return _metadataset.CORPUS_FEATURES
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

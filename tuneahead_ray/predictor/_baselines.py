@@ -20,15 +20,11 @@ import numpy as np
 import pandas as pd
 from sklearn.isotonic import IsotonicRegression
 
+from tuneahead_ray.features import FEATURE_GROUPS
 from tuneahead_ray.predictor._curves import extrapolate_loss
 from tuneahead_ray.predictor._errors import MetadatasetError
-from tuneahead_ray.predictor._metadataset import (
-    corpus_feature_groups,
-    present_columns,
-    source_of,
-    target_values,
-)
-from tuneahead_ray.predictor._model import PredictorConfig, ScorePredictor
+from tuneahead_ray.predictor._metadataset import present_columns, source_of, target_values
+from tuneahead_ray.predictor._score_predictor import PredictorConfig, ScorePredictor
 
 __all__ = [
     "DynamicOnly",
@@ -89,7 +85,7 @@ class FeatureGroupModel:
         return table
 
     def fit(self, table: pd.DataFrame, target: str) -> FeatureGroupModel:
-        groups = corpus_feature_groups()
+        groups = FEATURE_GROUPS
         names = [*self.extra_features, *(name for group in self.groups for name in groups[group])]
         inputs = self.inputs(table)
         features = present_columns(inputs, names, f"{type(self).__name__} feature")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from tuneahead_ray.cache import cache_root
+from tuneahead_ray._private.cache import cache_root
 
 __all__ = [
     "DEFAULT_TARGET",
@@ -36,20 +36,21 @@ def default_corpus_path() -> Path:
 def default_predictor_dir(corpus: Path, groups: tuple[str, ...] = FULL_GROUPS) -> Path:
     """The cache directory of a default predictor: keyed by the corpus, the feature lists and the regressor's
     default settings, so that a release changing any of them trains a new one instead of reusing a stale one."""
-    from tuneahead_ray.predictor._metadataset import corpus_feature_groups
-    from tuneahead_ray.predictor._model import PredictorConfig
+    from tuneahead_ray.features import FEATURE_GROUPS
+    from tuneahead_ray.predictor._score_predictor import PredictorConfig
 
     digest = hashlib.sha256(corpus.read_bytes())
     for group in groups:
-        digest.update(repr(corpus_feature_groups()[group]).encode())
+        digest.update(repr(FEATURE_GROUPS[group]).encode())
     digest.update(PredictorConfig().model_dump_json().encode())
     return cache_root() / "predictors" / f"{'-'.join(groups)}-{digest.hexdigest()[:16]}"
 
 
 def ensure_default_predictor(groups: tuple[str, ...] = FULL_GROUPS) -> Path:
     """The directory of the default predictor on ``groups``, trained on the shipped corpus if not cached yet."""
-    from tuneahead_ray.predictor._metadataset import corpus_feature_groups, load_metadataset
-    from tuneahead_ray.predictor._model import ScorePredictor
+    from tuneahead_ray.features import FEATURE_GROUPS
+    from tuneahead_ray.predictor._metadataset import load_metadataset
+    from tuneahead_ray.predictor._score_predictor import ScorePredictor
     from tuneahead_ray.predictor._store import CARD_FILE, save_predictor
 
     corpus = default_corpus_path()
@@ -58,6 +59,6 @@ def ensure_default_predictor(groups: tuple[str, ...] = FULL_GROUPS) -> Path:
     directory = default_predictor_dir(corpus, groups)
     if not (directory / CARD_FILE).is_file():
         table = load_metadataset(corpus, DEFAULT_TARGET)
-        features = [name for group in groups for name in corpus_feature_groups()[group]]
+        features = [name for group in groups for name in FEATURE_GROUPS[group]]
         save_predictor(ScorePredictor(features).fit(table, DEFAULT_TARGET), directory)
     return directory

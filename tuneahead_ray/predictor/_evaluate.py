@@ -12,7 +12,7 @@ from tuneahead_ray.predictor._baselines import IntervalModel, ScoreModel, TrainM
 from tuneahead_ray.predictor._conformal import interval_coverage
 from tuneahead_ray.predictor._errors import MetadatasetError
 from tuneahead_ray.predictor._metadataset import feature_columns, source_of, target_values
-from tuneahead_ray.predictor._model import PredictorConfig, ScorePredictor
+from tuneahead_ray.predictor._score_predictor import PredictorConfig, ScorePredictor
 
 __all__ = ["WITHIN_PP", "cross_validate", "default_models", "evaluation_splits", "go_no_go", "regression_metrics"]
 

@@ -10,7 +10,7 @@ import pandas as pd
 import shap
 from pydantic import BaseModel, ConfigDict
 
-from tuneahead_ray.predictor._model import ScorePredictor
+from tuneahead_ray.predictor._score_predictor import ScorePredictor
 
 __all__ = ["FEATURE_LABELS", "Contribution", "Explainer", "Explanation", "feature_label", "negative_diagnostics"]
 

@@ -8,7 +8,6 @@ file (kept in ``table.attrs["source"]``) and the column.
 from __future__ import annotations
 
 import fnmatch
-import functools
 import hashlib
 import json
 import os
@@ -22,7 +21,6 @@ from tuneahead_ray.predictor._errors import MetadatasetError
 
 __all__ = [
     "CORPUS_EXCLUDED",
-    "corpus_feature_groups",
     "feature_columns",
     "feature_matrix",
     "load_metadataset",
@@ -57,27 +55,6 @@ _READERS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "j
 def source_of(table: pd.DataFrame) -> str:
     """The file a table was loaded from, for messages ("table" when it was built in memory)."""
     return str(table.attrs.get("source", "table"))
-
-
-@functools.cache
-def corpus_feature_groups() -> dict[str, tuple[str, ...]]:
-    """The corpus's feature names by group: ``static`` descriptors, ``probe`` features, ``hp`` hyperparameters.
-
-    Imported on first use: the descriptor and probe packages load torch and transformers.
-    """
-    from tuneahead_ray.descriptors import STATIC_FEATURES
-    from tuneahead_ray.features import HP_FEATURES
-    from tuneahead_ray.probe import PROBE_FEATURES
-
-    return {"static": tuple(STATIC_FEATURES), "probe": tuple(PROBE_FEATURES), "hp": tuple(HP_FEATURES)}
-
-
-def __getattr__(name: str) -> tuple[str, ...]:
-    # CORPUS_FEATURES is computed on first access, so importing the predictor does not import torch.
-    if name == "CORPUS_FEATURES":
-        groups = corpus_feature_groups()
-        return (*groups["static"], *groups["probe"], *groups["hp"])
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _read_jsonl(path: Path) -> pd.DataFrame:

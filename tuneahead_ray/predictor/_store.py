@@ -23,11 +23,11 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from tuneahead_ray import __version__
+from tuneahead_ray._private.atomic import write_bytes_atomic
 from tuneahead_ray.predictor._conformal import ConformalInterval
 from tuneahead_ray.predictor._errors import ModelStoreError
-from tuneahead_ray.predictor._model import PredictorConfig, ScorePredictor
 from tuneahead_ray.predictor._novelty import NoveltyBins, NoveltyScore
-from tuneahead_ray.store import write_bytes_atomic
+from tuneahead_ray.predictor._score_predictor import PredictorConfig, ScorePredictor
 
 __all__ = [
     "CARD_FILE",

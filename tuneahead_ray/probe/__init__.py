@@ -1,7 +1,7 @@
 """The probe: the candidate's own first K LoRA steps, its trajectory features, the base-model worker that runs
 probes and whole runs, and the per-GPU actor pool."""
 
-from tuneahead_ray.probe._base import BaseScores
+from tuneahead_ray.probe._base_scores import BaseScores
 from tuneahead_ray.probe._features import PROBE_FEATURES, trajectory_features
 from tuneahead_ray.probe._pool import ProbePool
 from tuneahead_ray.probe._probe import ProbeTrace, run_probe

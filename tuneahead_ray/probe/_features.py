@@ -6,41 +6,13 @@ import math
 
 import numpy as np
 
+from tuneahead_ray.features import PROBE_FEATURES
 from tuneahead_ray.probe._probe import ProbeTrace
 from tuneahead_ray.probe._reference import ReferenceScore
 from tuneahead_ray.probe._spec import ProbeSpec
 
-__all__ = ["PROBE_FEATURES", "trajectory_features"]
+__all__ = ["trajectory_features"]
 
-#: Feature names, in the order the predictor sees them.
-PROBE_FEATURES: tuple[str, ...] = (
-    "probe_initial_loss",
-    "probe_final_loss",
-    "probe_loss_slope",
-    "probe_decay_ratio",
-    "probe_loss_var",
-    "probe_grad_norm_mean",
-    "probe_grad_norm_var",
-    "probe_grad_norm_max",
-    "probe_grad_consistency",
-    "probe_grad_sparsity",
-    "probe_param_change",
-    "probe_flatness",
-    "probe_heldout_before",
-    "probe_heldout_after",
-    "probe_heldout_delta",
-    "probe_lr_mean",
-    "probe_diverged",
-    "probe_ref_loss_before",
-    "probe_ref_loss_after",
-    "probe_ref_loss_delta",
-    "probe_ref_match_before",
-    "probe_ref_match_after",
-    "probe_ref_match_delta",
-    "probe_ref_token_acc_delta",
-    "probe_ref_transfer",
-    "probe_own_ref_gap",
-)
 
 _EDGE = 3  # steps averaged for the initial and the final loss
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 
+from tuneahead_ray._private.workers import PoolConfig, WorkerFailure, WorkerPool
 from tuneahead_ray.probe._spec import ProbeSpec
 from tuneahead_ray.probe._worker import ProbeResult, RunWorker
 from tuneahead_ray.schemas import Candidate
-from tuneahead_ray.workers import PoolConfig, WorkerFailure, WorkerPool
 
 __all__ = ["ProbePool"]
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from tuneahead_ray.probe._base import BaseScores, answer_loss_sums, is_identity_adapter, mean_answer_loss
+from tuneahead_ray.probe._base_scores import BaseScores, answer_loss_sums, is_identity_adapter, mean_answer_loss
 from tuneahead_ray.probe._reference import ReferenceScore, score_reference
 from tuneahead_ray.probe._spec import ProbeSpec
 from tuneahead_ray.training import EncodedPairs, StepTrainer, eval_mode

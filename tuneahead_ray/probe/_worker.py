@@ -19,10 +19,10 @@ from pathlib import Path
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from tuneahead_ray.base_models import load_model, load_tokenizer, resolve_device
 from tuneahead_ray.data import load_dataset
 from tuneahead_ray.evaluation import BenchmarkSpec, build_benchmark, default_benchmark_spec
-from tuneahead_ray.modeling import load_model, load_tokenizer, resolve_device
-from tuneahead_ray.probe._base import BaseScores
+from tuneahead_ray.probe._base_scores import BaseScores
 from tuneahead_ray.probe._features import trajectory_features
 from tuneahead_ray.probe._probe import ProbeTrace, run_probe
 from tuneahead_ray.probe._reference import encode_reference

@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from tuneahead_ray.grid import GridSpec
-from tuneahead_ray.store import write_bytes_atomic, write_parquet_atomic
+from tuneahead_ray._private.atomic import write_bytes_atomic, write_parquet_atomic
+from tuneahead_ray.screening._grid import GridSpec
 
 __all__ = ["DATASET_FLAGS", "REPORT_VERSION", "dataset_flags", "report_payload", "write_report"]
 

@@ -1,9 +1,19 @@
-"""Screening a candidate grid: the driver, its predictors and costs, the demo, and the ``screen`` command."""
+"""Screening a candidate grid: the grid spec, the go/no-go policies, the driver's stages, its predictors and costs,
+the demo and launching the GO runs. The ``screen``, ``launch`` and ``demo`` commands are :mod:`.cli`."""
 
-from tuneahead_ray.screening._cli import add_screening_commands, run_screening
 from tuneahead_ray.screening._costs import budget_seconds, full_run_seconds, full_run_tokens, run_costs
 from tuneahead_ray.screening._demo import DEMO_DATASETS, DEMO_GRID, write_demo
 from tuneahead_ray.screening._driver import GO, NO_GO, ScreeningResult, probe_set, screen
+from tuneahead_ray.screening._grid import (
+    Budget,
+    CostModel,
+    GridSpec,
+    RangeAxis,
+    expand_grid,
+    grid_output_dir,
+    load_grid,
+)
+from tuneahead_ray.screening._policies import Policy, Selection, select, success_probability
 from tuneahead_ray.screening._predictors import (
     SCREENING_TARGET,
     ScreeningPredictors,
@@ -12,6 +22,17 @@ from tuneahead_ray.screening._predictors import (
 )
 
 __all__ = [
+    "Budget",
+    "CostModel",
+    "GridSpec",
+    "Policy",
+    "RangeAxis",
+    "Selection",
+    "expand_grid",
+    "grid_output_dir",
+    "load_grid",
+    "select",
+    "success_probability",
     "DEMO_DATASETS",
     "DEMO_GRID",
     "GO",
@@ -19,7 +40,6 @@ __all__ = [
     "SCREENING_TARGET",
     "ScreeningPredictors",
     "ScreeningResult",
-    "add_screening_commands",
     "budget_seconds",
     "default_corpus_path",
     "full_run_seconds",
@@ -27,7 +47,6 @@ __all__ = [
     "load_predictors",
     "probe_set",
     "run_costs",
-    "run_screening",
     "screen",
     "write_demo",
 ]

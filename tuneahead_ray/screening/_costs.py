@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from tuneahead_ray.grid import Budget, CostModel
+from tuneahead_ray.screening._grid import Budget, CostModel
 
 __all__ = ["budget_seconds", "full_run_seconds", "full_run_tokens", "run_costs"]
 

@@ -16,22 +16,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tuneahead_ray.features import (
-    ProgressFn,
-    candidate_ids,
-    dataset_fingerprints,
-    hp_features,
-    open_feature_store,
-    probe_features,
-    static_features,
-)
-from tuneahead_ray.grid import GridSpec
-from tuneahead_ray.scheduler import select, success_probability
+from tuneahead_ray._private.workers import PoolConfig, WorkerFailure
+from tuneahead_ray.features import candidate_ids, dataset_fingerprints, hp_features, open_feature_store
+from tuneahead_ray.features.compute import ProgressFn, run_descriptors, run_probes
 from tuneahead_ray.schemas import Candidate
 from tuneahead_ray.screening._costs import budget_seconds, run_costs
+from tuneahead_ray.screening._grid import GridSpec
 from tuneahead_ray.screening._launch import probe_state_dir
+from tuneahead_ray.screening._policies import select, success_probability
 from tuneahead_ray.screening._predictors import ScreeningPredictors
-from tuneahead_ray.workers import PoolConfig, WorkerFailure
 
 __all__ = ["GO", "NO_GO", "ScreeningResult", "probe_set", "screen"]
 
@@ -198,7 +191,7 @@ def screen(
     out_dir = Path(out_dir)
     fingerprints = dataset_fingerprints(candidates)
     ids = candidate_ids(candidates, fingerprints)
-    static = static_features(
+    static = run_descriptors(
         ids.values(),
         fingerprints,
         model=grid.model,
@@ -216,7 +209,7 @@ def screen(
     todo = {key: ids[key] for key in table["candidate_id"][chosen] if key not in store}
     probe_started = clock()
     state_dirs = {key: str(probe_state_dir(out_dir, key)) for key in todo} if grid.keep_probe_state else None
-    failures = probe_features(
+    failures = run_probes(
         todo,
         fingerprints,
         static,
@@ -295,7 +288,7 @@ def _ranked(table: pd.DataFrame) -> pd.DataFrame:
 
 def _datasets(table: pd.DataFrame) -> pd.DataFrame:
     """One row per dataset: its descriptors and how its candidates fared."""
-    from tuneahead_ray.descriptors import STATIC_FEATURES
+    from tuneahead_ray.features import STATIC_FEATURES
 
     grouped = table.groupby("dataset_name", sort=True)
     summary = grouped[list(STATIC_FEATURES)].first()

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from tuneahead_ray.corpus import outcome_columns
+from tuneahead_ray._private.store import ResultStore
+from tuneahead_ray._private.workers import PoolConfig, WorkerFailure, WorkerPool, run_into_store
 from tuneahead_ray.evaluation import default_benchmark_spec
-from tuneahead_ray.grid import GridSpec
+from tuneahead_ray.features import outcome_columns
 from tuneahead_ray.probe import RunWorker
 from tuneahead_ray.schemas import Candidate, DatasetRef, HyperParams, RunResult
-from tuneahead_ray.store import ResultStore
-from tuneahead_ray.workers import PoolConfig, WorkerFailure, WorkerPool, run_into_store
+from tuneahead_ray.screening._grid import GridSpec
 
 __all__ = ["check_finished_screening", "launch", "outcome_row", "probe_state_dir"]
 

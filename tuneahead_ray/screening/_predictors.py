@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tuneahead_ray.grid import GridSpec
 from tuneahead_ray.predictor._default import (
     DEFAULT_TARGET,
     FULL_GROUPS,
@@ -16,6 +15,7 @@ from tuneahead_ray.predictor._default import (
     default_corpus_path,
     ensure_default_predictor,
 )
+from tuneahead_ray.screening._grid import GridSpec
 
 __all__ = ["SCREENING_TARGET", "ScreeningPredictors", "default_corpus_path", "load_predictors"]
 

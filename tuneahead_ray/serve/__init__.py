@@ -8,7 +8,6 @@ tuned for (HAProxy in front of the replicas) before Ray starts.
 
 from tuneahead_ray.serve._app import create_fastapi_app
 from tuneahead_ray.serve._backend import ModelBackend, PredictorBackend, RowPredictions
-from tuneahead_ray.serve._cli import add_serve_command
 from tuneahead_ray.serve._config import ServeConfig
 from tuneahead_ray.serve._deployments import bind_app, build_app
 from tuneahead_ray.serve._environment import (
@@ -26,7 +25,6 @@ __all__ = [
     "RowPredictions",
     "SERVE_ENVIRONMENT",
     "ServeConfig",
-    "add_serve_command",
     "apply_serve_environment",
     "bind_app",
     "build_app",

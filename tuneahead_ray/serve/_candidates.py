@@ -73,7 +73,7 @@ class CandidateFeaturizer:
     def __init__(
         self, base_model: str, probe: Mapping[str, float], device: str = "auto", model_features: Sequence[str] = ()
     ) -> None:
-        from tuneahead_ray.predictor import CORPUS_FEATURES
+        from tuneahead_ray.features import CORPUS_FEATURES
         from tuneahead_ray.probe import ProbeSpec, RunWorker
 
         unavailable = [name for name in model_features if name not in CORPUS_FEATURES]
@@ -89,7 +89,7 @@ class CandidateFeaturizer:
         self._lock = threading.Lock()
 
     def _static(self, dataset: DatasetRef, fingerprint: str) -> dict[str, float]:
-        from tuneahead_ray.descriptors import compute_descriptors
+        from tuneahead_ray.descriptors.pipeline import compute_descriptors
 
         key = (fingerprint, dataset.format)
         if key not in self._descriptors:
@@ -101,7 +101,7 @@ class CandidateFeaturizer:
 
     def features(self, candidate: Candidate) -> dict[str, Any]:
         """The candidate's feature row (identity, every feature, probe cost); bad datasets raise DatasetError."""
-        from tuneahead_ray.features import feature_row
+        from tuneahead_ray.features.compute import feature_row
 
         with self._lock:
             fingerprint = candidate.dataset.fingerprint()

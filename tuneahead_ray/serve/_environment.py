@@ -33,8 +33,8 @@ import tempfile
 from collections.abc import MutableMapping
 from pathlib import Path
 
-from tuneahead_ray.cache import cache_root
-from tuneahead_ray.store import write_bytes_atomic
+from tuneahead_ray._private.atomic import write_bytes_atomic
+from tuneahead_ray._private.cache import cache_root
 
 __all__ = ["HAPROXY_ENVIRONMENT", "HAPROXY_PORTS", "SERVE_ENVIRONMENT", "apply_serve_environment"]
 

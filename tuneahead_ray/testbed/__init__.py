@@ -10,9 +10,10 @@ from tuneahead_ray.testbed._families import (
     TaskFamily,
     family,
 )
-from tuneahead_ray.testbed._generator import DataSpec, generate_records, write_dataset
+from tuneahead_ray.testbed._generator import DEMO_HP, DataSpec, generate_records, write_dataset
 
 __all__ = [
+    "DEMO_HP",
     "BENCHMARK_FAMILIES",
     "BENCHMARK_SEED",
     "FAMILIES",

@@ -17,7 +17,10 @@ from tuneahead_ray.testbed._families import (
     family,
 )
 
-__all__ = ["DataSpec", "generate_records", "write_dataset"]
+#: A sound fine-tune of the embedded model (the demo's and the testbed spread benchmark's reference run).
+DEMO_HP = Path(__file__).resolve().parent / "hp_tiny.yaml"
+
+__all__ = ["DEMO_HP", "DataSpec", "generate_records", "write_dataset"]
 
 
 def _equal_mix() -> dict[str, float]:

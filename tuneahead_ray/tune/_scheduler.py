@@ -1,10 +1,11 @@
 """A Ray Tune trial scheduler that stops trials the predictor rejects after their probe.
 
 A trial reports its probe's meta-feature row (static descriptors + probe features + hyperparameter features, as
-:func:`tuneahead_ray.features.feature_row` builds it) under :data:`FEATURES_KEY` in one result, usually the one at
-the end of its first K steps. On that result the scheduler asks the predictor for the final score's interval and
-decides GO / NO-GO under the policies of ``screen`` (:mod:`tuneahead_ray.scheduler`); a NO-GO trial is stopped.
-Every other callback, and every decision on a GO trial, is the wrapped base scheduler's (FIFO, ASHA, ...).
+:func:`tuneahead_ray.features.compute.feature_row` builds it) under :data:`FEATURES_KEY` in one result, usually
+the one at the end of its first K steps. On that result the scheduler asks the predictor for the final score's
+interval and decides GO / NO-GO under the policies of ``screen`` (:mod:`tuneahead_ray.screening`);
+a NO-GO trial is stopped. Every other callback, and every decision on a GO trial, is the wrapped base
+scheduler's (FIFO, ASHA, ...).
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ from ray.tune import Callback
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-from tuneahead_ray.grid import CostModel
-from tuneahead_ray.scheduler import Policy, select
 from tuneahead_ray.screening import GO, NO_GO, run_costs
+from tuneahead_ray.screening._grid import CostModel
+from tuneahead_ray.screening._policies import Policy, select
 from tuneahead_ray.tune._predict import IntervalPredictor, default_predictor
 
 __all__ = ["FEATURES_KEY", "PredictionCallback", "TrialPrediction", "TuneAheadScheduler", "features_of"]
@@ -73,7 +74,7 @@ class TuneAheadScheduler(TrialScheduler):
     For each arriving prediction:
 
     * ``threshold``: GO when the predicted score >= ``threshold`` — exactly ``screen``'s rule.
-    * ``top_k``: GO when :func:`~tuneahead_ray.scheduler.select` would put the trial among the ``k`` best of
+    * ``top_k``: GO when :func:`~tuneahead_ray.screening._policies.select` would put the trial among the ``k`` best of
       every prediction seen so far (itself included) and fewer than ``k`` trials are GO yet.
     * ``expected_gain`` / ``success_probability``: GO when ``select``'s greedy knapsack over every prediction
       seen so far, with the whole ``budget``, picks the trial (so its value is positive and its value per

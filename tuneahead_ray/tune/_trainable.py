@@ -13,9 +13,10 @@ from typing import Any
 
 from ray import tune
 
-from tuneahead_ray.cache import cache_root
+from tuneahead_ray._private.cache import cache_root
 from tuneahead_ray.evaluation import Benchmark
-from tuneahead_ray.features import DESCRIPTOR_SAMPLE_SIZE, feature_row
+from tuneahead_ray.features import DESCRIPTOR_SAMPLE_SIZE
+from tuneahead_ray.features.compute import feature_row
 from tuneahead_ray.probe import ProbeResult, ProbeSpec, RunWorker
 from tuneahead_ray.schemas import Candidate, DatasetRef, HyperParams
 from tuneahead_ray.training import StepRecord
@@ -27,7 +28,7 @@ __all__ = ["lora_trainable"]
 def _static(candidate: Candidate, device: str, cache_dir: Path) -> dict[str, float]:
     """The dataset's static descriptors as the corpus and ``screen`` compute them, in process, cached by content
     (trials on the same dataset compute them once)."""
-    from tuneahead_ray.descriptors import compute_descriptors
+    from tuneahead_ray.descriptors.pipeline import compute_descriptors
 
     return compute_descriptors(
         candidate.dataset,

@@ -1,0 +1,124 @@
+"""Novelty: a candidate unlike the training runs scores high, names the features that make it so, and gets a
+wider interval that still covers it; in-distribution intervals stay as they were. Saved and loaded exactly, and a
+tampered or pickled novelty file is refused."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+
+from tests._harness.metadatasets import FAST, synthetic_metadataset
+from tuneahead_ray.predictor import (
+    CARD_FILE,
+    NOVELTY_FILE,
+    ModelCard,
+    ModelStoreError,
+    ScorePredictor,
+    interval_coverage,
+    load_predictor,
+    save_predictor,
+)
+
+
+def _beyond(n: int, seed: int, low: float = 3.0, high: float = 4.0):
+    """Runs past the training range of x1 (-2..2), where y keeps rising: trees predict flat there and miss."""
+    table = synthetic_metadataset(n, seed=seed)
+    table["x1"] = np.random.default_rng(seed).uniform(low, high, n)
+    table["y"] = 50 + 5 * table["x1"] + 3 * np.sin(2 * table["x2"]) + np.random.default_rng(seed + 1).normal(size=n)
+    return table
+
+
+@pytest.fixture(scope="module")
+def fitted() -> tuple[ScorePredictor, ScorePredictor]:
+    table = synthetic_metadataset(600, seed=3)
+    plain = ScorePredictor(config=FAST.model_copy(update={"novelty": False})).fit(table, "y")
+    return ScorePredictor(config=FAST).fit(table, "y"), plain
+
+
+def test_novelty_is_about_one_in_distribution_and_high_beyond_it(fitted) -> None:
+    predictor, _ = fitted
+    inside = synthetic_metadataset(500, seed=4)
+    novelty, novel, drivers = predictor.novelty_of(predictor.matrix(inside))
+    assert 0.7 < np.median(novelty) < 1.3 and novel.mean() < 0.2
+    far, far_novel, far_drivers = predictor.novelty_of(predictor.matrix(_beyond(200, seed=5)))
+    assert far.min() > np.quantile(novelty, 0.9) and far_novel.all()
+    assert all(names[0] == "x1" for names in far_drivers)  # the feature beyond every training run
+    assert sum(bool(names) for names in drivers) < 0.05 * len(inside)
+
+
+def test_intervals_widen_beyond_the_corpus_and_stay_in_distribution(fitted) -> None:
+    predictor, plain = fitted
+    inside = synthetic_metadataset(2000, seed=6)
+    lower, upper = predictor.predict_interval(inside)
+    plain_lower, plain_upper = plain.predict_interval(inside)
+    assert np.mean(upper - lower) <= 1.1 * np.mean(plain_upper - plain_lower)
+    assert 0.85 <= interval_coverage(inside["y"].to_numpy(), lower, upper) <= 0.97
+    beyond = _beyond(300, seed=7, low=2.0, high=2.5)  # just past the edge
+    lower, upper = predictor.predict_interval(beyond)
+    plain_lower, plain_upper = plain.predict_interval(beyond)
+    novel = predictor.novelty_of(predictor.matrix(beyond))[1]
+    widths, plain_widths = upper - lower, plain_upper - plain_lower
+    assert novel.mean() > 0.5 and np.all(widths[novel] >= plain_widths[novel] - 1e-9)
+    assert widths[novel].mean() > 1.1 * plain_widths[novel].mean()
+    np.testing.assert_allclose(widths[~novel], plain_widths[~novel], rtol=1e-9)
+    truth = beyond["y"].to_numpy()
+    # Wider, but only as wide as held-out clusters of training runs were wrong: far extrapolation stays uncovered.
+    assert interval_coverage(truth, lower, upper) > interval_coverage(truth, plain_lower, plain_upper) + 0.03
+
+
+def test_without_novelty_nothing_is_scored(fitted) -> None:
+    _, plain = fitted
+    novelty, novel, drivers = plain.novelty_of(plain.matrix(synthetic_metadataset(5, seed=1)))
+    assert np.isnan(novelty).all() and not novel.any() and drivers == [[]] * 5
+    assert "novelty_threshold" not in plain.metrics
+
+
+def test_novelty_round_trips_through_the_store(tmp_path, fitted) -> None:
+    predictor, _ = fitted
+    card = save_predictor(predictor, tmp_path / "model")
+    assert card.novelty is not None and card.novelty.threshold == predictor.novelty_bins.threshold
+    loaded, _ = load_predictor(tmp_path / "model")
+    rows = _beyond(50, seed=9)
+    np.testing.assert_allclose(loaded.predict_interval(rows), predictor.predict_interval(rows), rtol=0, atol=1e-12)
+    x = predictor.matrix(rows)
+    np.testing.assert_allclose(loaded.novelty_of(x)[0], predictor.novelty_of(x)[0], rtol=0, atol=1e-12)
+
+
+def _rewrite_card(directory, **update) -> None:
+    card = ModelCard.model_validate_json((directory / CARD_FILE).read_text())
+    card = card.model_copy(update=update)
+    card = card.model_copy(update={"card_sha256": card.content_sha256()})
+    (directory / CARD_FILE).write_text(card.model_dump_json())
+
+
+def test_a_tampered_or_pickled_novelty_file_is_refused(tmp_path, fitted) -> None:
+    import hashlib
+
+    directory = tmp_path / "model"
+    save_predictor(fitted[0], directory)
+    path = directory / NOVELTY_FILE
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1
+    path.write_bytes(bytes(data))
+    with pytest.raises(ModelStoreError, match=f"{NOVELTY_FILE}: sha256 differs from the card's"):
+        load_predictor(directory)
+    buffer = io.BytesIO()
+    np.save(buffer, np.array([{"x": 1}], dtype=object), allow_pickle=True)  # a pickle inside an .npy
+    path.write_bytes(buffer.getvalue())
+    files = json.loads((directory / CARD_FILE).read_text())["files"]
+    _rewrite_card(directory, files={**files, NOVELTY_FILE: hashlib.sha256(buffer.getvalue()).hexdigest()})
+    with pytest.raises(ModelStoreError, match=f"{NOVELTY_FILE}: not a NumPy array file"):
+        load_predictor(directory)
+
+
+def test_a_version_1_card_without_novelty_still_loads(tmp_path, fitted) -> None:
+    _, plain = fitted
+    save_predictor(plain, tmp_path / "model")
+    _rewrite_card(tmp_path / "model", card_version=1)
+    loaded, card = load_predictor(tmp_path / "model")
+    assert card.card_version == 1 and card.novelty is None and loaded.novelty is None
+    rows = synthetic_metadataset(20, seed=2)
+    np.testing.assert_allclose(loaded.predict_interval(rows), plain.predict_interval(rows), rtol=0, atol=1e-12)

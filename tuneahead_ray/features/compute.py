@@ -1,0 +1,132 @@
+"""Computing meta-feature rows: static descriptors + probe features + hyperparameters, one row per candidate.
+
+``compute_features`` runs the descriptors once per distinct dataset (Ray Data), the probes on the actor pool, and
+appends every finished row to a checkpoint, so a killed run resumes where it stopped. This module loads torch (the
+probe does); the names and encodings it fills in live in the torch-free :mod:`tuneahead_ray.features`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import pyarrow as pa
+
+from tuneahead_ray._private.store import ResultStore
+from tuneahead_ray._private.workers import PoolConfig, WorkerFailure
+from tuneahead_ray.descriptors.pipeline import compute_descriptors
+from tuneahead_ray.features._checkpoint import open_feature_store
+from tuneahead_ray.features._hp import hp_features
+from tuneahead_ray.features._names import DESCRIPTOR_SAMPLE_SIZE
+from tuneahead_ray.features._rows import candidate_ids, dataset_fingerprints
+from tuneahead_ray.probe import ProbePool, ProbeResult, ProbeSpec
+from tuneahead_ray.schemas import Candidate
+
+__all__ = ["ProgressFn", "compute_features", "feature_row", "run_descriptors", "run_probes"]
+
+#: ``on_progress(stage, done, total)``: called as each stage's items finish.
+ProgressFn = Callable[[str, int, int], None]
+
+
+def feature_row(candidate: Candidate, fingerprint: str, static: dict[str, float], probe: ProbeResult) -> dict:
+    """One output row: identity, every feature, and what the probe cost."""
+    return {
+        "candidate_id": probe.candidate_id,
+        "model": candidate.model,
+        "dataset": str(candidate.dataset.path),
+        "dataset_fingerprint": fingerprint,
+        "hp": candidate.hp.model_dump_json(),
+        **static,
+        **probe.features,
+        **hp_features(candidate.hp, probe.num_examples),
+        "num_examples": probe.num_examples,
+        "truncated_examples": probe.truncated_examples,
+        "probe_steps": probe.probe_steps,
+        "total_steps": probe.total_steps,
+        "probe_tokens": probe.tokens,
+        "probe_seconds": probe.probe_seconds,
+        "probe_share": probe.probe_steps / probe.total_steps,
+        "diverged": probe.diverged,
+        "worker": probe.worker,
+    }
+
+
+def run_descriptors(
+    candidates: Iterable[Candidate],
+    fingerprints: dict[Path, str],
+    *,
+    model: str,
+    cache_dir: str | Path | None = None,
+    device: str = "auto",
+    on_progress: ProgressFn | None = None,
+) -> dict[str, dict[str, float]]:
+    """Static descriptors per dataset fingerprint, one Ray Data pass per distinct dataset (cached)."""
+    datasets = {fingerprints[c.dataset.path]: c.dataset for c in candidates}
+    static: dict[str, dict[str, float]] = {}
+    for done, (fingerprint, dataset) in enumerate(datasets.items(), start=1):
+        static[fingerprint] = compute_descriptors(
+            dataset, model, cache_dir=cache_dir, sample_size=DESCRIPTOR_SAMPLE_SIZE, device=device
+        )
+        if on_progress is not None:
+            on_progress("descriptors", done, len(datasets))
+    return static
+
+
+def run_probes(
+    todo: dict[str, Candidate],
+    fingerprints: dict[Path, str],
+    static: dict[str, dict[str, float]],
+    store: ResultStore,
+    *,
+    model: str,
+    spec: ProbeSpec,
+    pool_config: PoolConfig | None = None,
+    state_dirs: dict[str, str] | None = None,
+    on_progress: ProgressFn | None = None,
+) -> list[WorkerFailure]:
+    """Probe every candidate of ``todo`` (by id) on the actor pool, appending each feature row to ``store``."""
+    failures: list[WorkerFailure] = []
+    if not todo:
+        return failures
+    pool = ProbePool(model, pool_config)
+    try:
+        for done, result in enumerate(pool.run(todo, spec, state_dirs), start=1):
+            if isinstance(result, WorkerFailure):
+                failures.append(result)
+            else:
+                candidate = todo[result.candidate_id]
+                fingerprint = fingerprints[candidate.dataset.path]
+                store.append(feature_row(candidate, fingerprint, static[fingerprint], result))
+            if on_progress is not None:
+                on_progress("probes", done, len(todo))
+    finally:
+        pool.shutdown()
+    return failures
+
+
+def compute_features(
+    candidates: list[Candidate],
+    out_path: str | Path,
+    *,
+    model: str,
+    spec: ProbeSpec,
+    pool_config: PoolConfig | None = None,
+    cache_dir: str | Path | None = None,
+    on_progress: ProgressFn | None = None,
+) -> tuple[pa.Table, list[WorkerFailure]]:
+    """Feature rows for every candidate, resuming from ``out_path``'s checkpoint; Ray must be initialised.
+
+    ``on_progress(stage, done, total)`` is called as descriptors and probes finish.
+    """
+    store = open_feature_store(out_path, spec)
+    fingerprints = dataset_fingerprints(candidates)
+    todo = {key: c for key, c in candidate_ids(candidates, fingerprints).items() if key not in store}
+    device = pool_config.device if pool_config is not None else "auto"
+    static = run_descriptors(
+        todo.values(), fingerprints, model=model, cache_dir=cache_dir, device=device, on_progress=on_progress
+    )
+    failures = run_probes(
+        todo, fingerprints, static, store, model=model, spec=spec, pool_config=pool_config, on_progress=on_progress
+    )
+    store.flush()
+    return store.table(), failures

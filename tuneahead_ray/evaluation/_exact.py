@@ -14,6 +14,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from tuneahead_ray.data import DatasetError, load_dataset
 from tuneahead_ray.evaluation._spec import ExactMatchSpec
+from tuneahead_ray.testbed import benchmark_items
 from tuneahead_ray.training import BenchmarkScore, eval_mode, exact_match
 
 __all__ = ["GreedyExactMatch", "TeacherForcedExactMatch", "normalise_answer", "testbed_benchmark"]
@@ -42,8 +43,6 @@ class TeacherForcedExactMatch:
 @lru_cache(maxsize=1)
 def testbed_benchmark() -> TeacherForcedExactMatch:
     """The embedded fixed benchmark, grouped by task family."""
-    from tuneahead_ray.testbed import benchmark_items
-
     items = benchmark_items()
     return TeacherForcedExactMatch(
         tuple(i.prompt for i in items), tuple(i.answer for i in items), tuple(i.family for i in items)

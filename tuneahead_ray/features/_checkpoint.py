@@ -9,7 +9,7 @@ from pydantic import BaseModel
 
 from tuneahead_ray._private.atomic import write_text_atomic
 from tuneahead_ray._private.store import ResultStore
-from tuneahead_ray.features._names import DESCRIPTOR_SAMPLE_SIZE
+from tuneahead_ray.features._names import DESCRIPTOR_SAMPLE_SIZE, DESCRIPTORS_VERSION
 
 __all__ = ["FeatureProtocolError", "feature_protocol", "open_feature_store"]
 
@@ -21,8 +21,6 @@ class FeatureProtocolError(ValueError):
 def feature_protocol(spec: BaseModel) -> dict:
     """What every stored feature row depends on besides its candidate: the probe spec and the descriptors' version
     and sample size. Rows computed under different protocols are not comparable."""
-    from tuneahead_ray.features import DESCRIPTORS_VERSION
-
     return {
         "probe": spec.model_dump(mode="json"),
         "descriptors_version": DESCRIPTORS_VERSION,

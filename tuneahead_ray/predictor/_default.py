@@ -10,6 +10,10 @@ import hashlib
 from pathlib import Path
 
 from tuneahead_ray._private.cache import cache_root
+from tuneahead_ray.features import FEATURE_GROUPS
+from tuneahead_ray.predictor._metadataset import load_metadataset
+from tuneahead_ray.predictor._score_predictor import PredictorConfig, ScorePredictor
+from tuneahead_ray.predictor._store import CARD_FILE, save_predictor
 
 __all__ = [
     "DEFAULT_TARGET",
@@ -36,9 +40,6 @@ def default_corpus_path() -> Path:
 def default_predictor_dir(corpus: Path, groups: tuple[str, ...] = FULL_GROUPS) -> Path:
     """The cache directory of a default predictor: keyed by the corpus, the feature lists and the regressor's
     default settings, so that a release changing any of them trains a new one instead of reusing a stale one."""
-    from tuneahead_ray.features import FEATURE_GROUPS
-    from tuneahead_ray.predictor._score_predictor import PredictorConfig
-
     digest = hashlib.sha256(corpus.read_bytes())
     for group in groups:
         digest.update(repr(FEATURE_GROUPS[group]).encode())
@@ -48,11 +49,6 @@ def default_predictor_dir(corpus: Path, groups: tuple[str, ...] = FULL_GROUPS) -
 
 def ensure_default_predictor(groups: tuple[str, ...] = FULL_GROUPS) -> Path:
     """The directory of the default predictor on ``groups``, trained on the shipped corpus if not cached yet."""
-    from tuneahead_ray.features import FEATURE_GROUPS
-    from tuneahead_ray.predictor._metadataset import load_metadataset
-    from tuneahead_ray.predictor._score_predictor import ScorePredictor
-    from tuneahead_ray.predictor._store import CARD_FILE, save_predictor
-
     corpus = default_corpus_path()
     if not corpus.is_file():
         raise FileNotFoundError(f"the default predictor needs the shipped corpus at {corpus}")

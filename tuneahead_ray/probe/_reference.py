@@ -19,6 +19,9 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from tuneahead_ray.data import load_dataset
+from tuneahead_ray.schemas import DatasetRef
+from tuneahead_ray.testbed import BENCHMARK_FAMILIES, MAX_LEVEL, DataSpec, generate_records
 from tuneahead_ray.training import EncodedPairs, encode_pairs, score_rows
 
 __all__ = ["REFERENCE_SEED", "ReferenceScore", "encode_reference", "reference_examples", "score_reference"]
@@ -41,8 +44,6 @@ class ReferenceScore:
 def reference_examples(path: str | None, size: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """``size`` (prompt, answer) pairs: a seeded sample of the file at ``path``, or the testbed default."""
     if path is None:
-        from tuneahead_ray.testbed import BENCHMARK_FAMILIES, MAX_LEVEL, DataSpec, generate_records
-
         spec = DataSpec(
             size=size,
             families={fam.name: 1.0 for fam in BENCHMARK_FAMILIES},
@@ -55,9 +56,6 @@ def reference_examples(path: str | None, size: int) -> tuple[tuple[str, ...], tu
             tuple(r["messages"][0]["content"] for r in records),
             tuple(r["messages"][1]["content"] for r in records),
         )
-    from tuneahead_ray.data import load_dataset
-    from tuneahead_ray.schemas import DatasetRef
-
     table = load_dataset(DatasetRef(path=Path(path)))
     picked = np.sort(np.random.default_rng(REFERENCE_SEED).permutation(table.num_rows)[:size])
     table = table.take(picked)

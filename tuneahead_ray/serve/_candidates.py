@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from tuneahead_ray.features import CORPUS_FEATURES
 from tuneahead_ray.schemas import Candidate, DatasetRef
 from tuneahead_ray.serve._config import ServeConfig
 from tuneahead_ray.serve._errors import ApiError
@@ -73,7 +74,6 @@ class CandidateFeaturizer:
     def __init__(
         self, base_model: str, probe: Mapping[str, float], device: str = "auto", model_features: Sequence[str] = ()
     ) -> None:
-        from tuneahead_ray.features import CORPUS_FEATURES
         from tuneahead_ray.probe import ProbeSpec, RunWorker
 
         unavailable = [name for name in model_features if name not in CORPUS_FEATURES]

@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from tuneahead_ray.predictor import ensure_default_predictor
+
 __all__ = ["ServeConfig"]
 
 MIB = 1 << 20
@@ -68,8 +70,6 @@ class ServeConfig(BaseModel):
     def model_dir_path(self) -> Path:
         """The absolute predictor directory (the default predictor's is trained now unless cached)."""
         if self.model_dir == "default":
-            from tuneahead_ray.predictor import ensure_default_predictor
-
             return ensure_default_predictor()
         return self.model_dir.expanduser().resolve()
 

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from tuneahead_ray.client import TuneAheadClient
+from tuneahead_ray.predictor import ensure_default_predictor, load_predictor
 
 __all__ = ["IntervalPredictor", "ServePredictor", "default_predictor"]
 
@@ -25,8 +26,6 @@ class IntervalPredictor(Protocol):
 def default_predictor() -> IntervalPredictor:
     """The default predictor (static + probe + hyperparameter features of the embedded model), as ``screen``'s
     ``predictor: default``: trained on the shipped corpus on first use, then loaded from the cache."""
-    from tuneahead_ray.predictor import ensure_default_predictor, load_predictor
-
     predictor, _ = load_predictor(ensure_default_predictor())
     return predictor
 

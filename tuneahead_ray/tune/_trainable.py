@@ -14,6 +14,7 @@ from typing import Any
 from ray import tune
 
 from tuneahead_ray._private.cache import cache_root
+from tuneahead_ray.descriptors.pipeline import compute_descriptors
 from tuneahead_ray.evaluation import Benchmark
 from tuneahead_ray.features import DESCRIPTOR_SAMPLE_SIZE
 from tuneahead_ray.features.compute import feature_row
@@ -28,8 +29,6 @@ __all__ = ["lora_trainable"]
 def _static(candidate: Candidate, device: str, cache_dir: Path) -> dict[str, float]:
     """The dataset's static descriptors as the corpus and ``screen`` compute them, in process, cached by content
     (trials on the same dataset compute them once)."""
-    from tuneahead_ray.descriptors.pipeline import compute_descriptors
-
     return compute_descriptors(
         candidate.dataset,
         candidate.model,

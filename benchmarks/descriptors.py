@@ -1,6 +1,6 @@
 """Throughput of the static-descriptor pass: the Ray Data pipeline vs the plain single-process run.
 
-Both runs call :func:`tuneahead_ray.descriptors.describe_table` on the same table (``use_ray=True`` / ``False``),
+Both runs call :func:`tuneahead_ray.descriptors.pipeline.describe_table` on the same table (``use_ray=True`` / ``False``),
 so they execute the same per-row and per-sample callables and must produce the same vector; the script checks
 that. The single process runs twice: on one core (the plain baseline: no tokenizer thread pool, one torch thread)
 and with the libraries' default threads (the Rust tokenizer and torch then use every core for their own parts).
@@ -15,23 +15,24 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
-import platform
+import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: tests._harness, benchmarks
 
 import numpy as np
 import pyarrow as pa
 import ray
 import torch
 
+from tests._harness.results import markdown_table, write_results
 from tuneahead_ray.data import load_dataset
 from tuneahead_ray.descriptors.pipeline import describe_table
 from tuneahead_ray.features import DESCRIPTOR_SAMPLE_SIZE, MODEL_FEATURES, ROW_FEATURES
 from tuneahead_ray.testbed import DataSpec, generate_records
 
-RESULTS = Path(__file__).resolve().parent / "results"
 INSTRUCT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "instruct"
 #: Model features may differ in the last float32 bits when the actor runs torch with fewer threads.
 MODEL_TOLERANCE = 1e-4
@@ -107,8 +108,6 @@ def main() -> int:
         "source": origin,
         "sample_size": args.sample_size,
         "ray_cpus": args.cpus,
-        "machine_cores": os.cpu_count(),
-        "platform": platform.platform(),
         "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]},
         "single_process": {"seconds": single_s, "rows_per_s": table.num_rows / single_s, "threads": 1},
         "single_process_library_threads": {
@@ -123,18 +122,16 @@ def main() -> int:
         "mismatched_features": mismatched,
         "descriptors": on_ray,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "descriptors.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    write_results("descriptors", result, args)
 
+    timings = {"single process, one core": single_s, "single process, library threads": threaded_s}
+    timings[f"Ray Data ({args.cpus} CPUs)"] = ray_s
+    rows = [
+        {"implementation": name, "rows": table.num_rows, "seconds": f"{s:.1f}", "rows/s": f"{table.num_rows / s:,.0f}"}
+        for name, s in timings.items()
+    ]
     print()
-    print("| implementation | rows | seconds | rows/s |")
-    print("| --- | ---: | ---: | ---: |")
-    print(f"| single process, one core | {table.num_rows} | {single_s:.1f} | {table.num_rows / single_s:,.0f} |")
-    print(
-        f"| single process, library threads | {table.num_rows} | {threaded_s:.1f} | "
-        f"{table.num_rows / threaded_s:,.0f} |"
-    )
-    print(f"| Ray Data ({args.cpus} CPUs) | {table.num_rows} | {ray_s:.1f} | {table.num_rows / ray_s:,.0f} |")
+    print(markdown_table(rows, right=("rows", "seconds", "rows/s")))
     print()
     print(
         f"speed-up: {result['speedup']:.2f}x over one core, {result['speedup_vs_library_threads']:.2f}x over the "

@@ -21,18 +21,19 @@ Reads ``--corpus`` (default ``corpus/corpus.parquet``) or, while the corpus is s
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import platform
+import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: tests._harness, benchmarks
 
 import numpy as np
 import pandas as pd
 
+from tests._harness.results import markdown_table, read_figures, results_path, write_results
 from tuneahead_ray.predictor import PredictorConfig, corpus_models, cross_validate, go_no_go, load_metadataset
 
-RESULTS = Path(__file__).resolve().parent / "results"
 TARGET = "score"
 GROUP = "family_group"
 
@@ -50,21 +51,22 @@ def _percent(value: float) -> str:
     return "n/a" if value is None or math.isnan(value) else f"{100 * value:.1f}%"
 
 
-def accuracy_table(report: dict) -> list[str]:
-    """Markdown rows: one per model, mean over splits (± std for RMSE)."""
-    lines = [
-        "| model | RMSE (pp) | RMSE / std | R² | within ±3pp | coverage | interval width (pp) |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
-    ]
+def accuracy_table(report: dict) -> str:
+    """One row per model, mean over splits (± std for RMSE)."""
+    rows = []
     for name, mean in report["mean"].items():
-        std = report["std"][name]
-        coverage = mean.get("coverage", math.nan)
-        width = f"{mean['interval_width']:.2f}" if "interval_width" in mean else "n/a"
-        lines.append(
-            f"| {name} | {mean['rmse']:.2f} ± {std['rmse']:.2f} | {mean['rmse_over_std']:.3f} | {mean['r2']:.3f} "
-            f"| {_percent(mean['within_3pp'])} | {_percent(coverage)} | {width} |"
+        rows.append(
+            {
+                "model": name,
+                "RMSE (pp)": f"{mean['rmse']:.2f} ± {report['std'][name]['rmse']:.2f}",
+                "RMSE / std": f"{mean['rmse_over_std']:.3f}",
+                "R²": f"{mean['r2']:.3f}",
+                "within ±3pp": _percent(mean["within_3pp"]),
+                "coverage": _percent(mean.get("coverage", math.nan)),
+                "interval width (pp)": f"{mean['interval_width']:.2f}" if "interval_width" in mean else "n/a",
+            }
         )
-    return lines
+    return markdown_table(rows)
 
 
 def rmse_ratios(report: dict) -> dict[str, float]:
@@ -103,17 +105,16 @@ def screening(table: pd.DataFrame, report: dict, threshold: float) -> dict[str, 
     return {name: pd.DataFrame(rows).mean().to_dict() for name, rows in figures.items()}
 
 
-def screening_table(figures: dict[str, dict[str, float]]) -> list[str]:
-    lines = [
-        "| screen | GO share | successes kept | failures skipped | compute saved |",
-        "| --- | --- | --- | --- | --- |",
-    ]
-    for name, row in figures.items():
-        lines.append(
-            f"| {name} | {_percent(row['go_share'])} | {_percent(row['successes_kept'])} "
-            f"| {_percent(row['failures_skipped'])} | {_percent(row['compute_saved'])} |"
-        )
-    return lines
+def screening_table(figures: dict[str, dict[str, float]]) -> str:
+    columns = {
+        "GO share": "go_share",
+        "successes kept": "successes_kept",
+        "failures skipped": "failures_skipped",
+        "compute saved": "compute_saved",
+    }
+    return markdown_table(
+        [{"screen": name, **{k: _percent(row[v]) for k, v in columns.items()}} for name, row in figures.items()]
+    )
 
 
 def target_checks(report: dict) -> dict[str, bool]:
@@ -130,10 +131,10 @@ def target_checks(report: dict) -> dict[str, bool]:
 def noise_floor(target_std: float) -> dict | None:
     """The ground truth's seed noise (``benchmarks/noise_floor.py``), as the RMSE and RMSE / std no predictor of
     the candidate can beat on average, when that benchmark has been run."""
-    path = RESULTS / "noise_floor.json"
+    path = results_path("noise_floor")
     if not path.exists():
         return None
-    floor = json.loads(path.read_text(encoding="utf-8"))
+    floor = read_figures(path)
     return {
         "seed_std_pp": floor["seed_std_pp"],
         "rmse_over_std_floor": floor["seed_std_pp"] / target_std,
@@ -162,7 +163,7 @@ def main() -> int:
     parser.add_argument("--margin", type=float, default=1.0, help="go/no-go threshold above the base score (pp)")
     parser.add_argument("--threshold", type=float, help="absolute go/no-go threshold (overrides --margin)")
     parser.add_argument("--interval-method", default="cv", choices=["cv", "cv-normalized", "split"])
-    parser.add_argument("--out", type=Path, default=RESULTS / "accuracy.json")
+    parser.add_argument("--out", type=Path, default=results_path("accuracy"))
     args = parser.parse_args()
 
     table, source = load_corpus(args.corpus)
@@ -183,14 +184,14 @@ def main() -> int:
 
     for title, report in (("random splits", random), (f"{GROUP}-held-out splits", family)):
         print(f"\n### {title}: {args.seeds} x {args.test_size:.0%} held out\n")
-        print("\n".join(accuracy_table(report)))
+        print(accuracy_table(report))
         ratios = rmse_ratios(report)
         print(
             f"\nRMSE ratio vs TuneAhead: early stop {ratios['EarlyStopExtrapolation']:.2f}x, "
             f"ProxyLM {ratios['ProxyLM']:.2f}x"
         )
     print(f"\n### go/no-go at {threshold:.2f} pp (random splits' held-out runs)\n")
-    print("\n".join(screening_table(figures)))
+    print(screening_table(figures))
     checks = target_checks(random)
     print("\ntargets (random splits): " + ", ".join(f"{k}: {'met' if ok else 'missed'}" for k, ok in checks.items()))
     floor = noise_floor(float(table[TARGET].std()))
@@ -201,7 +202,6 @@ def main() -> int:
             f"{floor['within_3pp_ceiling']:.0%}"
         )
 
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     result = {
         "corpus": str(source),
         "rows": len(table),
@@ -215,9 +215,8 @@ def main() -> int:
         "targets_met": checks,
         "noise_floor": floor,
         "seconds": seconds,
-        "machine": platform.platform(),
     }
-    args.out.write_text(json.dumps(result, indent=2, allow_nan=True) + "\n", encoding="utf-8")
+    write_results("accuracy", result, args, args.out)
     print(f"\nwrote {args.out} ({seconds:.0f} s)")
     return 0
 

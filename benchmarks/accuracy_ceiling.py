@@ -24,14 +24,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
+import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: tests._harness, benchmarks
+
 import numpy as np
 import pandas as pd
-from accuracy import RESULTS, TARGET, add_split_arguments, load_corpus, noise_floor
 
+from benchmarks.accuracy import TARGET, add_split_arguments, load_corpus, noise_floor
+from tests._harness.results import markdown_table, results_path, write_results
 from tuneahead_ray.features import FEATURE_GROUPS
 from tuneahead_ray.predictor import PredictorConfig, ProxyLM, ScorePredictor, evaluation_splits, regression_metrics
 
@@ -100,7 +103,7 @@ def extrapolate(points: list[dict[str, float]], floor: float, factor: float) -> 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_split_arguments(parser)
-    parser.add_argument("--out", type=Path, default=RESULTS / "accuracy_ceiling.json")
+    parser.add_argument("--out", type=Path, default=results_path("accuracy_ceiling"))
     args = parser.parse_args()
 
     started = time.perf_counter()
@@ -114,20 +117,24 @@ def main() -> int:
     print(f"{args.seeds} random splits, {args.test_size:.0%} held out")
 
     models = {}
-    print("\n| model | features | RMSE (pp) | RMSE / std | within ±3pp |\n| --- | --- | --- | --- | --- |")
     for name, features in sets.items():
         models[name] = evaluate(table, features, splits, config)
-        m = models[name]
-        print(
-            f"| {name} | {len(features)} | {m['rmse']:.2f} ± {m['rmse_std']:.2f} | {m['rmse_over_std']:.3f} "
-            f"| {100 * m['within_3pp']:.1f}% |",
-            flush=True,
-        )
+        print(f"{name}: done", flush=True)
+    rows = [
+        {
+            "model": name,
+            "features": len(sets[name]),
+            "RMSE (pp)": f"{m['rmse']:.2f} ± {m['rmse_std']:.2f}",
+            "RMSE / std": f"{m['rmse_over_std']:.3f}",
+            "within ±3pp": f"{100 * m['within_3pp']:.1f}%",
+        }
+        for name, m in models.items()
+    ]
+    print("\n" + markdown_table(rows))
 
     curve: dict[str, list[dict[str, float]]] = {}
     picked = ("TuneAhead (static + probe + hp)", "ProxyLM (proxy + static + hp)")
-    print("\n| training runs | " + " | ".join(f"{name} RMSE (pp)" for name in picked) + " |")
-    print("| --- | --- | --- |")
+    rows = []
     for fraction in FRACTIONS:
         points = {
             name: models[name] if fraction == 1.0 else evaluate(table, sets[name], splits, config, fraction)
@@ -135,8 +142,11 @@ def main() -> int:
         }
         for name, point in points.items():
             curve.setdefault(name, []).append({"fraction": fraction, **point})
-        n_train = points[picked[0]]["n_train"]
-        print(f"| {n_train} | " + " | ".join(f"{points[name]['rmse']:.2f}" for name in picked) + " |", flush=True)
+        rows.append(
+            {"training runs": points[picked[0]]["n_train"]}
+            | {f"{name} RMSE (pp)": f"{points[name]['rmse']:.2f}" for name in picked}
+        )
+    print("\n" + markdown_table(rows))
 
     floor = noise_floor(target_std)
     seed_std = 0.0 if floor is None else floor["seed_std_pp"]
@@ -159,10 +169,8 @@ def main() -> int:
         "extrapolated_rmse": projected,
         "noise_floor_seed_std_pp": None if floor is None else floor["seed_std_pp"],
         "seconds": seconds,
-        "machine": platform.platform(),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    write_results("accuracy_ceiling", result, args, args.out)
     print(f"\nwrote {args.out} ({seconds:.0f} s)")
     return 0
 

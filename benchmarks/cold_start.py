@@ -31,19 +31,18 @@ matplotlib is installed, ``benchmarks/results/cold_start.png``.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import lightgbm as lgb
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: tests._harness, benchmarks
+
 import numpy as np
 import pandas as pd
-from accuracy import RESULTS, TARGET, load_corpus
 
+from benchmarks.accuracy import TARGET, load_corpus
+from tests._harness.results import markdown_table, results_path, write_results
 from tuneahead_ray.corpus import estimated_rmse, pick_batch, plateau
 from tuneahead_ray.features import FEATURE_GROUPS
 from tuneahead_ray.predictor import PredictorConfig, ScorePredictor, go_no_go
@@ -171,23 +170,19 @@ def checks(summary: dict, reference: int = 400, within: int = 250) -> dict:
     }
 
 
-def table(summary: dict, strategies: tuple[str, ...]) -> list[str]:
-    runs = sorted({n for s in strategies for n in summary[s]})
-    header = " | ".join(f"{s} RMSE" for s in strategies) + " | " + " | ".join(f"{s} kept" for s in strategies)
-    lines = [f"| runs | {header} |", "| ---: |" + " ---: |" * (2 * len(strategies))]
-    for n in runs:
-        cells = []
-        for key in ("rmse", "successes_kept"):
-            for s in strategies:
-                figure = summary[s].get(n, {}).get(key)
-                if figure is None:
-                    cells.append("-")
-                elif key == "rmse":
-                    cells.append(f"{figure['mean']:.2f} ± {figure['std']:.2f}")
-                else:
-                    cells.append(f"{figure['mean']:.0%}")
-        lines.append(f"| {n} | " + " | ".join(cells) + " |")
-    return lines
+def table(summary: dict, strategies: tuple[str, ...]) -> str:
+    def cell(figure: dict | None, key: str) -> str | None:
+        if figure is None:
+            return None
+        return f"{figure['mean']:.2f} ± {figure['std']:.2f}" if key == "rmse" else f"{figure['mean']:.0%}"
+
+    rows = []
+    for n in sorted({n for s in strategies for n in summary[s]}):
+        row: dict[str, object] = {"runs": n}
+        for key, label in (("rmse", "RMSE"), ("successes_kept", "kept")):
+            row.update({f"{s} {label}": cell(summary[s].get(n, {}).get(key), key) for s in strategies})
+        rows.append(row)
+    return markdown_table(rows, right=rows[0] if rows else ())
 
 
 def plot(summary: dict, strategies: tuple[str, ...], path: Path) -> bool:
@@ -229,7 +224,7 @@ def main(argv: list[str] | None = None, picker: Picker = pick_batch) -> int:
     parser.add_argument("--margin", type=float, default=1.0, help="go/no-go threshold above the base score (pp)")
     parser.add_argument("--max-runs", type=int, default=1000, help="stop after this many runs (default 1000)")
     parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES)
-    parser.add_argument("--out", type=Path, default=RESULTS / "cold_start.json")
+    parser.add_argument("--out", type=Path, default=results_path("cold_start"))
     args = parser.parse_args(argv)
     started = time.perf_counter()
     corpus, source = load_corpus(args.corpus)
@@ -271,7 +266,7 @@ def main(argv: list[str] | None = None, picker: Picker = pick_batch) -> int:
     seconds = time.perf_counter() - started
 
     print(f"\n### held-out RMSE (pp, mean ± std over {args.seeds} seeds) and successes kept at {threshold:.3f}\n")
-    print("\n".join(table(summary, strategies)))
+    print(table(summary, strategies))
     verdict = None
     if {"random", "decision"} <= set(strategies) and 400 in summary["random"]:
         verdict = checks(summary)
@@ -302,9 +297,6 @@ def main(argv: list[str] | None = None, picker: Picker = pick_batch) -> int:
     png = args.out.with_suffix(".png")
     plotted = plot(summary, strategies, png)
     report = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {sys.version.split()[0]}, "
-        f"lightgbm {lgb.__version__}",
-        "date": time.strftime("%Y-%m-%d"),
         "seconds": seconds,
         "corpus": str(source),
         "rows": len(corpus),
@@ -327,7 +319,7 @@ def main(argv: list[str] | None = None, picker: Picker = pick_batch) -> int:
         "estimates": [{s: seed[s]["estimates"] for s in strategies} for seed in per_seed],
         "plot": str(png) if plotted else "not written: matplotlib is not installed",
     }
-    args.out.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+    write_results("cold_start", report, args, args.out)
     print(f"wrote {args.out}" + (f" and {png}" if plotted else " (no plot: matplotlib is not installed)"))
     return 0
 

@@ -1,8 +1,8 @@
 """Throughput of the static-descriptor pass: the Ray Data pipeline vs the plain single-process run.
 
-Both runs call :func:`tuneahead_ray.descriptors.pipeline.describe_table` on the same table (``use_ray=True`` / ``False``),
-so they execute the same per-row and per-sample callables and must produce the same vector; the script checks
-that. The single process runs twice: on one core (the plain baseline: no tokenizer thread pool, one torch thread)
+Both runs call :func:`tuneahead_ray.descriptors.pipeline.describe_table` on the same table (``use_ray=True`` /
+``False``), so they execute the same per-row and per-sample callables and must produce the same vector; the script
+checks that. The single process runs twice: on one core (the plain baseline: no tokenizer thread pool, one torch thread)
 and with the libraries' default threads (the Rust tokenizer and torch then use every core for their own parts).
 Data: the instruct datasets under ``../shared/data/instruct`` (chat-format JSON arrays) tiled up to
 ``--rows`` records, or testbed records when that folder is absent. Prints a markdown table and writes

@@ -25,7 +25,6 @@ import contextlib
 import json
 import math
 import os
-import platform
 import random
 import shutil
 import signal
@@ -36,9 +35,12 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: tests._harness, benchmarks
+
 import yaml
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from tests._harness.results import markdown_table, results_path, write_results
+
 MACHINE_COLUMNS = ["worker", "probe_seconds"]
 KINDS = ("actor", "node", "driver")
 
@@ -193,7 +195,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--faults", type=int, default=6, help="faults injected, cycling actor, node, driver")
     parser.add_argument("--timeout", type=float, default=1800)
-    parser.add_argument("--out", type=Path, default=RESULTS / "faults.json")
+    parser.add_argument("--out", type=Path, default=results_path("faults"))
     parser.add_argument("--keep", action="store_true", help="keep the runs' directories and logs even if survived")
     args = parser.parse_args()
 
@@ -228,7 +230,6 @@ def main() -> None:
         cluster.shutdown()
     facts.update(
         {
-            "machine": f"{platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}",
             "seed": args.seed,
             "undisturbed_s": clean_s,
             "total_s": time.perf_counter() - started,
@@ -242,16 +243,19 @@ def main() -> None:
         facts["report_equal"] and facts["parquet_equal"] and facts["checkpointed"] == facts["checkpointed_unique"]
         and facts["checkpointed_unique"] == expected
     )  # fmt: skip
-    print("| candidates | faults injected | driver restarts | report equal | parquet equal | each candidate once |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    print(f"| {expected} | {len(facts['injected'])} ({', '.join(f['kind'] for f in facts['injected'])}) "
-          f"| {facts['driver_restarts']} | {facts['report_equal']} | {facts['parquet_equal']} "
-          f"| {facts['checkpointed'] == facts['checkpointed_unique'] == expected} |")  # fmt: skip
+    row = {
+        "candidates": expected,
+        "faults injected": f"{len(facts['injected'])} ({', '.join(f['kind'] for f in facts['injected'])})",
+        "driver restarts": facts["driver_restarts"],
+        "report equal": facts["report_equal"],
+        "parquet equal": facts["parquet_equal"],
+        "each candidate once": facts["checkpointed"] == facts["checkpointed_unique"] == expected,
+    }
+    print(markdown_table([row]))
     print("survived" if facts["survived"] else f"NOT survived (runs kept in {root})")
     if facts["survived"] and not args.keep:
         shutil.rmtree(root, ignore_errors=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(facts, indent=1) + "\n", encoding="utf-8")
+    write_results("faults", facts, args, args.out)
     print(f"wrote {args.out}")
     sys.exit(0 if facts["survived"] else 1)
 

@@ -22,26 +22,27 @@ measured.
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import platform
 import random
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: tests._harness, benchmarks
 
 import torch
 import transformers
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
+from tests._harness.results import markdown_table, results_path, write_results
 from tuneahead_ray.base_models import default_model_dir, load_model, load_tokenizer
 from tuneahead_ray.probe import BaseScores, ProbeSpec, encode_reference, run_probe
 from tuneahead_ray.schemas import HyperParams
 from tuneahead_ray.training import StepTrainer, attach_adapter, detach_adapter, encode_pairs
 from tuneahead_ray.training import _memory as memory
 
-RESULTS = Path(__file__).resolve().parent / "results"
 GIB = 1 << 30
 #: bf16 dense peak of one H200 (SXM), TFLOP/s.
 H200_BF16_PEAK = 989.0
@@ -238,45 +239,47 @@ def _resume_check(model, tokenizer, device, steps: int) -> dict:
     return {"steps": steps, "resumed_at": cut, "equal": continued == rest, "max_loss_difference": max(differences)}
 
 
+def _fmt(value, pattern: str) -> str | None:
+    return pattern.format(value) if value is not None else None
+
+
+def _row(r: dict) -> dict:
+    every = r.get("checkpoint_every")
+    planned = f" (as on {r['planned_for_gib']} GiB)" if "planned_for_gib" in r else ""
+    return {
+        "shape": r["shape"],
+        "batch": f"{r['batch']} x {r['seq']}",
+        "K": r["steps"],
+        "probe s": _fmt(r.get("probe_seconds"), "{:.1f}"),
+        "pure s": _fmt(r.get("pure_seconds"), "{:.1f}"),
+        "overhead": _fmt(r.get("overhead"), "{:.1%}"),
+        "real tok/s": _fmt(r.get("real_tokens_per_second"), "{:,.0f}"),
+        "TFLOP/s (real)": _fmt(r.get("tflops_real"), "{:.0f}"),
+        "real/padded": _fmt(r.get("real_share_of_padded"), "{:.0%}"),
+        "checkpointing": ("off" if every is None else f"every {every}") + planned,
+        "peak GiB": _fmt(r.get("peak_gib"), "{:.1f}"),
+    }
+
+
 def _table(report: dict) -> str:
-    lines = [
-        "| shape | batch | K | probe s | pure s | overhead | real tok/s | TFLOP/s (real) | real/padded | "
-        "checkpointing | peak GiB |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-
-    def fmt(value, pattern):
-        return pattern.format(value) if value is not None else "-"
-
-    for r in report["rows"]:
-        every = r.get("checkpoint_every")
-        lines.append(
-            f"| {r['shape']} | {r['batch']} x {r['seq']} | {r['steps']} | {fmt(r.get('probe_seconds'), '{:.1f}')} | "
-            f"{fmt(r.get('pure_seconds'), '{:.1f}')} | {fmt(r.get('overhead'), '{:.1%}')} | "
-            f"{fmt(r.get('real_tokens_per_second'), '{:,.0f}')} | {fmt(r.get('tflops_real'), '{:.0f}')} | "
-            f"{fmt(r.get('real_share_of_padded'), '{:.0%}')} | "
-            f"{'off' if every is None else f'every {every}'}"
-            f"{' (as on ' + str(r['planned_for_gib']) + ' GiB)' if 'planned_for_gib' in r else ''} | "
-            f"{fmt(r.get('peak_gib'), '{:.1f}')} |"
-        )
+    text = markdown_table([_row(r) for r in report["rows"]])
     if "resume" in report:
         resume = report["resume"]
-        lines.append(
-            f"\nresume with lora_dropout 0.1 after {resume['resumed_at']} of {resume['steps']} steps: "
+        text += (
+            f"\n\nresume with lora_dropout 0.1 after {resume['resumed_at']} of {resume['steps']} steps: "
             f"{'equal' if resume['equal'] else 'DIFFERENT'} (max loss difference {resume['max_loss_difference']:.2e})"
         )
-    return "\n".join(lines)
+    return text
 
 
-def _machine(device: torch.device) -> str:
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.machine()} CPU"
-    return f"{where}, torch {torch.__version__}, transformers {transformers.__version__}"
+def _device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dry-run", action="store_true", help="tiny shapes on the CPU (checks the script)")
-    parser.add_argument("--out", type=Path, default=RESULTS / "gpu_probe.json")
+    parser.add_argument("--out", type=Path, default=results_path("gpu_probe"))
     parser.add_argument("--workdir", type=Path, help="where the model directories go (default: a temporary one)")
     args = parser.parse_args(argv)
     device = torch.device("cpu" if args.dry_run else "cuda")
@@ -286,11 +289,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     shapes = DRY_SHAPES if args.dry_run else SHAPES
     spec = ProbeSpec(min_steps=2, max_steps=100, interval=2 if args.dry_run else 20)
-    report: dict = {"machine": _machine(device), "dry_run": args.dry_run, "date": time.strftime("%Y-%m-%d"), "rows": []}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+    report: dict = {"device": str(device), "dry_run": args.dry_run, "rows": []}
 
     def save() -> None:
-        args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        write_results("gpu_probe", report, args, args.out)
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="gpu-probe-"))
     tokenizer = load_tokenizer("default")
@@ -320,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)
     print(_table(report))
-    print(f"\n{report['machine']}; wrote {args.out}")
+    print(f"\n{_device_name(device)}; wrote {args.out}")
     return 0
 
 

@@ -14,17 +14,18 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import random
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: tests._harness, benchmarks
 
 import numpy as np
 import pandas as pd
 
+from tests._harness.results import results_path, write_results
 from tuneahead_ray.corpus import CorpusWorker, sample_corpus_specs
 from tuneahead_ray.probe import ProbeSpec
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def main() -> int:
@@ -32,7 +33,7 @@ def main() -> int:
     parser.add_argument("--corpus", type=Path, default=Path("corpus/corpus.parquet"))
     parser.add_argument("--runs", type=int, default=16, help="corpus runs to repeat (a seeded sample)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[101, 202], help="training seeds of the repeats")
-    parser.add_argument("--out", type=Path, default=RESULTS / "noise_floor.json")
+    parser.add_argument("--out", type=Path, default=results_path("noise_floor"))
     args = parser.parse_args()
 
     table = pd.read_parquet(args.corpus, columns=["candidate_id", "score"])
@@ -50,7 +51,7 @@ def main() -> int:
         print(json.dumps(rows[-1]), flush=True)
     summary = floor_summary(rows)
     print(json.dumps(summary, indent=2))
-    args.out.write_text(json.dumps({**summary, "runs": rows, "machine": platform.platform()}, indent=2) + "\n")
+    write_results("noise_floor", {**summary, "runs": rows}, args, args.out)
     return 0
 
 

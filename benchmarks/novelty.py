@@ -17,17 +17,17 @@ Prints a table and writes ``benchmarks/results/novelty.json``.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
+import sys
 import time
 from pathlib import Path
 
-import lightgbm as lgb
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: tests._harness, benchmarks
+
 import numpy as np
-from accuracy import RESULTS, TARGET, load_corpus
 from sklearn.metrics import roc_auc_score
 
+from benchmarks.accuracy import TARGET, load_corpus
+from tests._harness.results import markdown_table, results_path, write_results
 from tuneahead_ray.features import FEATURE_GROUPS
 from tuneahead_ray.predictor import PredictorConfig, ScorePredictor
 
@@ -58,11 +58,26 @@ def _evaluate(table, features, train, test, seed: int) -> tuple[dict, np.ndarray
     return row, novelty
 
 
+def table_row(name: str, r: dict) -> dict:
+    return {
+        "runs judged": name,
+        "n": r["runs"],
+        "RMSE": f"{r['rmse']:.2f}",
+        "within ±3pp": f"{r['within_3pp']:.0%}",
+        "coverage (before)": f"{r['coverage']:.0%}",
+        "width (before)": f"{r['width']:.1f}",
+        "coverage (after)": f"{r['coverage_novelty']:.0%}",
+        "width (after)": f"{r['width_novelty']:.1f}",
+        "flagged novel": f"{r['novel_share']:.0%}",
+        "novelty AUC": f"{r['novelty_auc']:.2f}" if "novelty_auc" in r else None,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--corpus", type=Path, default=Path("corpus/corpus.parquet"), help="corpus Parquet file")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=RESULTS / "novelty.json")
+    parser.add_argument("--out", type=Path, default=results_path("novelty"))
     args = parser.parse_args(argv)
     started = time.perf_counter()
     table, _ = load_corpus(args.corpus)
@@ -82,28 +97,9 @@ def main(argv: list[str] | None = None) -> int:
         row["novelty_auc"] = float(roc_auc_score(labels, np.r_[in_novelty, novelty]))
         rows[name] = row
         print(f"{name}: done", flush=True)
-    lines = [
-        "| runs judged | n | RMSE | within ±3pp | coverage (before) | width (before) | coverage (after) "
-        "| width (after) | flagged novel | novelty AUC |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for name, r in rows.items():
-        auc = f"{r['novelty_auc']:.2f}" if "novelty_auc" in r else "-"
-        lines.append(
-            f"| {name} | {r['runs']} | {r['rmse']:.2f} | {r['within_3pp']:.0%} | {r['coverage']:.0%} | "
-            f"{r['width']:.1f} | {r['coverage_novelty']:.0%} | {r['width_novelty']:.1f} | {r['novel_share']:.0%} "
-            f"| {auc} |"
-        )
-    print("\n".join(lines))
-    report = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, lightgbm {lgb.__version__}",
-        "date": time.strftime("%Y-%m-%d"),
-        "seconds": time.perf_counter() - started,
-        "level": LEVEL,
-        "rows": rows,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print(markdown_table([table_row(name, r) for name, r in rows.items()]))
+    report = {"seconds": time.perf_counter() - started, "level": LEVEL, "rows": rows}
+    write_results("novelty", report, args, args.out)
     print(f"wrote {args.out}")
     return 0
 

@@ -10,23 +10,23 @@ Prints a table and writes ``benchmarks/results/probe_pool.json``.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
+import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: tests._harness, benchmarks
 
 import ray
 import torch
 
+from tests._harness.results import markdown_table, write_results
 from tuneahead_ray._private.workers import PoolConfig
 from tuneahead_ray.probe import ProbePool, ProbeSpec, RunWorker, full_run
 from tuneahead_ray.screening._grid import GridSpec, expand_grid
 from tuneahead_ray.training import StepTrainer, attach_adapter, detach_adapter
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
 SPEC = ProbeSpec()
 
 
@@ -114,7 +114,6 @@ def main() -> None:
     overhead = statistics.mean(p / q - 1 for p, q in zip(probe_seconds, pure_seconds, strict=True))
     reuse_speedup = statistics.mean(reload_seconds) / statistics.mean(probe_seconds[:10])
     result = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
         "candidates": len(candidates),
         "probe_steps_mean": statistics.mean(r.probe_steps for r in pooled),
         "total_steps_mean": statistics.mean(r.total_steps for r in pooled),
@@ -135,36 +134,29 @@ def main() -> None:
         "pool_probes_per_second": len(pooled) / pool_seconds,
         "sequential_probes_per_second": 1 / statistics.mean(probe_seconds),
     }
-    print("| measure | value |\n| --- | --- |")
-    print(
-        f"| candidates | {result['candidates']} (mean K = {result['probe_steps_mean']:.0f} of "
-        f"{result['total_steps_mean']:.0f} steps) |"
-    )
-    print(f"| probe wall time | {1000 * result['probe_seconds_mean']:.0f} ms |")
-    print(f"| the same K pure training steps | {1000 * result['pure_steps_seconds_mean']:.0f} ms |")
-    print(
-        f"| probe overhead over pure steps | {100 * overhead:.1f}% "
-        f"(median {100 * result['probe_overhead_median']:.1f}%) |"
-    )
-    print(f"| once per dataset and worker: encoding + base-model scores | {1000 * dataset_setup:.0f} ms |")
-    print(
-        f"| overhead with that spread over {result['candidates_per_dataset']:.0f} candidates per dataset | "
-        f"{100 * result['probe_overhead_with_dataset_setup']:.1f}% |"
-    )
-    print(
-        f"| probe reloading the model each time | {1000 * result['reload_probe_seconds_mean']:.0f} ms "
-        f"({reuse_speedup:.2f}x slower) |"
-    )
-    print(
-        f"| probe share of a full run ({result['full_run_seconds_mean']:.1f} s) | "
-        f"{100 * result['probe_share_of_full_run']:.1f}% |"
-    )
-    print(
-        f"| pool throughput, 2 actors | {result['pool_probes_per_second']:.2f} probes/s "
-        f"(1 process: {result['sequential_probes_per_second']:.2f}) |"
-    )
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "probe_pool.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    measures = {
+        "candidates": f"{result['candidates']} (mean K = {result['probe_steps_mean']:.0f} of "
+        f"{result['total_steps_mean']:.0f} steps)",
+        "probe wall time": f"{1000 * result['probe_seconds_mean']:.0f} ms",
+        "the same K pure training steps": f"{1000 * result['pure_steps_seconds_mean']:.0f} ms",
+        "probe overhead over pure steps": (
+            f"{100 * overhead:.1f}% (median {100 * result['probe_overhead_median']:.1f}%)"
+        ),
+        "once per dataset and worker: encoding + base-model scores": f"{1000 * dataset_setup:.0f} ms",
+        f"overhead with that spread over {result['candidates_per_dataset']:.0f} candidates per dataset": (
+            f"{100 * result['probe_overhead_with_dataset_setup']:.1f}%"
+        ),
+        "probe reloading the model each time": (
+            f"{1000 * result['reload_probe_seconds_mean']:.0f} ms ({reuse_speedup:.2f}x slower)"
+        ),
+        f"probe share of a full run ({result['full_run_seconds_mean']:.1f} s)": (
+            f"{100 * result['probe_share_of_full_run']:.1f}%"
+        ),
+        "pool throughput, 2 actors": f"{result['pool_probes_per_second']:.2f} probes/s "
+        f"(1 process: {result['sequential_probes_per_second']:.2f})",
+    }
+    print(markdown_table([{"measure": name, "value": value} for name, value in measures.items()]))
+    write_results("probe_pool", result, args)
 
 
 if __name__ == "__main__":

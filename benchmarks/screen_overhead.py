@@ -12,22 +12,23 @@ Target: wall <= 1.2 x (sum of probe seconds / workers).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: tests._harness, benchmarks
+
 import yaml
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from tests._harness.results import markdown_table, results_path, write_results
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=RESULTS / "screen_overhead.json")
+    parser.add_argument("--out", type=Path, default=results_path("screen_overhead"))
     args = parser.parse_args()
 
     import pandas as pd
@@ -60,7 +61,6 @@ def main() -> None:
     ideal = float(probes.sum()) / args.workers
     timing = result.summary["timing_s"]
     payload = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}",
         "load_average": os.getloadavg(),
         "candidates": len(candidates),
         "workers": args.workers,
@@ -73,14 +73,18 @@ def main() -> None:
         "overhead_probe_stage": timing["probes"] / ideal - 1,
         "target_met": wall <= 1.2 * ideal,
     }
-    print("| candidates | workers | screen wall | probe stage | probe compute / workers | overhead (whole) | "
-          "overhead (probe stage) |")  # fmt: skip
-    print("| --- | --- | --- | --- | --- | --- | --- |")
-    print(f"| {len(candidates)} | {args.workers} | {wall:.0f} s | {timing['probes']:.0f} s | {ideal:.0f} s | "
-          f"{100 * payload['overhead_total']:.0f}% | {100 * payload['overhead_probe_stage']:.0f}% |")  # fmt: skip
+    row = {
+        "candidates": len(candidates),
+        "workers": args.workers,
+        "screen wall": f"{wall:.0f} s",
+        "probe stage": f"{timing['probes']:.0f} s",
+        "probe compute / workers": f"{ideal:.0f} s",
+        "overhead (whole)": f"{100 * payload['overhead_total']:.0f}%",
+        "overhead (probe stage)": f"{100 * payload['overhead_probe_stage']:.0f}%",
+    }
+    print(markdown_table([row]))
     print(f"target (whole command <= +20%): {'met' if payload['target_met'] else 'MISSED'}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
+    write_results("screen_overhead", payload, args, args.out)
     print(f"wrote {args.out}")
 
 

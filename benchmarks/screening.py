@@ -19,19 +19,20 @@ descriptors and its probe, which a GO run continues from (it pays the rest of th
 from __future__ import annotations
 
 import argparse
-import json
-import platform
+import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: tests._harness, benchmarks
+
 import numpy as np
 import pandas as pd
 
+from tests._harness.results import markdown_table, results_path, write_results
 from tuneahead_ray.predictor import FeatureGroupModel, TuneAhead, evaluation_splits, load_metadataset
 from tuneahead_ray.screening._policies import select
 
-RESULTS = Path(__file__).resolve().parent / "results"
 CORPUS = Path(__file__).resolve().parents[1] / "corpus" / "corpus.parquet"
 
 
@@ -172,7 +173,7 @@ def main() -> None:
     parser.add_argument("--corpus", type=Path, default=CORPUS)
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--margin", type=float, default=1.0, help="success: score >= base score + margin (pp)")
-    parser.add_argument("--out", type=Path, default=RESULTS / "screening.json")
+    parser.add_argument("--out", type=Path, default=results_path("screening"))
     args = parser.parse_args()
     table = load_metadataset(args.corpus, "score")
     splits = [evaluation_splits(len(table), 1, 0.28, seed)[0] for seed in range(args.seeds)]
@@ -182,15 +183,26 @@ def main() -> None:
     mean = {p: {k: float(np.mean([s["policies"][p][k] for s in per_seed])) for k in keys} for p in policies}
     print(f"held-out runs per seed: {per_seed[0]['runs']}, threshold {per_seed[0]['threshold']:.2f}, "
           f"{args.seeds} seeds (means)\n")  # fmt: skip
-    print("| policy | GO runs | successes kept | failures skipped | compute spent | net compute saved |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    for name, row in mean.items():
-        print(f"| {name} | {row['go']:.1f} | {100 * row['successes_kept']:.1f}% | {100 * row['failures_skipped']:.1f}% "
-              f"| {100 * row['compute_share']:.1f}% | {100 * row['compute_saved']:.1f}% |")  # fmt: skip
+    columns = {
+        "successes kept": "successes_kept",
+        "failures skipped": "failures_skipped",
+        "compute spent": "compute_share",
+        "net compute saved": "compute_saved",
+    }
+    print(
+        markdown_table(
+            {"policy": name, "GO runs": f"{row['go']:.1f}"} | {k: f"{100 * row[v]:.1f}%" for k, v in columns.items()}
+            for name, row in mean.items()
+        )
+    )
     speed = scheduler_speed()
-    print("\n| candidates | policy | seconds |\n| --- | --- | --- |")
-    for row in speed:
-        print(f"| {row['candidates']:,} | {row['policy']} | {row['seconds']:.3f} |")
+    print()
+    print(
+        markdown_table(
+            {"candidates": f"{r['candidates']:,}", "policy": r["policy"], "seconds": f"{r['seconds']:.3f}"}
+            for r in speed
+        )
+    )
     rule = mean["threshold (paper rule)"]
     targets = {
         "threshold: compute saved >= 58.4%": rule["compute_saved"] >= 0.584,
@@ -204,9 +216,7 @@ def main() -> None:
         "1M candidates <= 10 s": max(r["seconds"] for r in speed if r["candidates"] == 1_000_000) <= 10.0,
     }
     print("\n" + "\n".join(f"{'met' if ok else 'MISSED'}: {name}" for name, ok in targets.items()))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     payload = {
-        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, python {platform.python_version()}",
         "corpus": str(args.corpus.name),
         "seeds": args.seeds,
         "margin": args.margin,
@@ -215,7 +225,7 @@ def main() -> None:
         "scheduler_speed": speed,
         "targets": targets,
     }
-    args.out.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
+    write_results("screening", payload, args, args.out)
     print(f"\nwrote {args.out}")
 
 

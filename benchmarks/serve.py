@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import json
 import os
-import platform
 import socket
 import statistics
 import subprocess
@@ -35,16 +34,18 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: tests._harness, benchmarks
+
 import numpy as np
 import pandas as pd
 import yaml
 
+from tests._harness.results import markdown_table, results_path, write_results
+from tests._harness.soak import training_table
 from tuneahead_ray.predictor import PredictorConfig, ScorePredictor, load_predictor, save_predictor
 from tuneahead_ray.serve import ServeConfig, apply_serve_environment
 
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results"
-CORPUS = REPO / "corpus" / "corpus.parquet"
 SHIPPED = REPO / "configs" / "serve.yaml"
 TOKEN = "benchmark-token"
 #: Quick LightGBM settings: the benchmark measures serving, not model quality.
@@ -58,19 +59,6 @@ SERVERS = {
 }
 #: Process groups whose CPU time is counted, by the name a process of this run has.
 GROUPS = ("client", "plain server", "Serve replicas", "HAProxy", "Serve proxy", "rest of Ray")
-
-
-def _training_table() -> tuple[pd.DataFrame, list[str], str]:
-    from tuneahead_ray.features import CORPUS_FEATURES
-    from tuneahead_ray.predictor import load_metadataset, present_columns
-
-    if CORPUS.exists():
-        table = load_metadataset(CORPUS, "score")
-        return table, present_columns(table, CORPUS_FEATURES, "corpus feature"), f"{CORPUS} ({len(table)} runs)"
-    rng = np.random.default_rng(0)
-    table = pd.DataFrame({name: rng.normal(size=1000) for name in CORPUS_FEATURES})
-    table["score"] = 50 - 8 * table["near_duplicate_rate"] + 4 * table["hp_log10_lr"] + rng.normal(0, 0.5, 1000)
-    return table, list(CORPUS_FEATURES), "synthetic corpus-shaped table (1000 rows)"
 
 
 def _requests(rows: pd.DataFrame, per_request: int, count: int, seed: int) -> list[tuple[bytes, np.ndarray]]:
@@ -312,27 +300,33 @@ def _measured(results: dict) -> list[tuple[str, str]]:
 
 
 def _table(results: dict, workloads: dict) -> str:
-    lines = [
-        "| server | workload | conc. | req/s | predictions/s | p50 ms | p99 ms | mean batch |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
+    rows = []
     for server, label in _measured(results):
         for name, (_, concurrency) in workloads.items():
             r = results[server][name]
-            lines.append(
-                f"| {label} | {name} | {concurrency} | {r['requests_per_s']:.0f} | {r['predictions_per_s']:.0f} | "
-                f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['mean_batch_requests']:.1f} |"
+            rows.append(
+                {
+                    "server": label,
+                    "workload": name,
+                    "conc.": concurrency,
+                    "req/s": f"{r['requests_per_s']:.0f}",
+                    "predictions/s": f"{r['predictions_per_s']:.0f}",
+                    "p50 ms": f"{r['p50_ms']:.1f}",
+                    "p99 ms": f"{r['p99_ms']:.1f}",
+                    "mean batch": f"{r['mean_batch_requests']:.1f}",
+                }
             )
-    return "\n".join(lines)
+    return markdown_table(rows)
 
 
 def _cpu_table(results: dict, workloads: dict) -> str:
-    lines = ["| server | workload | " + " | ".join(GROUPS) + " |", "| --- | --- |" + " --- |" * len(GROUPS)]
-    for server, label in _measured(results):
-        for name in workloads:
-            cpu = results[server][name]["cpu_ms_per_request"]
-            lines.append(f"| {label} | {name} | " + " | ".join(f"{cpu[g]:.3f}" for g in GROUPS) + " |")
-    return "\n".join(lines)
+    rows = [
+        {"server": label, "workload": name}
+        | {g: f"{results[server][name]['cpu_ms_per_request'][g]:.3f}" for g in GROUPS}
+        for server, label in _measured(results)
+        for name in workloads
+    ]
+    return markdown_table(rows)
 
 
 def main() -> int:
@@ -359,7 +353,7 @@ def main() -> int:
 
     environment = apply_serve_environment()  # before Ray starts, as `tuneahead-ray serve` (HAProxy, guarded)
     load_before = os.getloadavg()
-    table, features, source = _training_table()
+    table, features, source = training_table()
     started = time.perf_counter()
     predictor = ScorePredictor(features, TRAINING).fit(table, "score")
     print(f"model: {len(features)} features from {source}, trained in {time.perf_counter() - started:.1f} s")
@@ -396,9 +390,7 @@ def main() -> int:
     report = {
         "model_source": source,
         "features": len(features),
-        "machine_cores": os.cpu_count(),
         "ray_cpus": args.cpus,
-        "platform": platform.platform(),
         "load_average_before": load_before,
         "load_average_after": load_after,
         "rounds": args.rounds,
@@ -412,8 +404,7 @@ def main() -> int:
         "serve_1_replica_vs_plain_throughput": ratios,
         "targets": checks,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "serve.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_results("serve", report, args)
     print()
     print(f"medians of {args.rounds} rounds; load average {load_before[0]:.2f} before, {load_after[0]:.2f} after")
     print(_table(results, workloads))
@@ -424,7 +415,7 @@ def main() -> int:
     print("Serve (1 replica) / plain throughput: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()))
     for check, passed in checks.items():
         print(f"{'PASS' if passed else 'MISS'}  {check}")
-    print(f"wrote {RESULTS / 'serve.json'}")
+    print(f"wrote {results_path('serve')}")
     return 0
 
 

@@ -12,20 +12,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: tests._harness, benchmarks
+
 import ray
 from tqdm import tqdm
 
+from tests._harness.results import markdown_table, write_results
 from tuneahead_ray.schemas import HyperParams
 from tuneahead_ray.testbed import DataSpec
 
-RESULTS = Path(__file__).resolve().parent / "results"
 BASE_HP = {"lr": 3e-3, "lora_r": 8, "lora_alpha": 16, "batch_size": 16, "epochs": 2, "max_seq_len": 64}
 #: The probe's share of a run: the paper's K is ~5% of the full run's steps.
 PROBE_FRACTION = 0.05
@@ -146,10 +148,17 @@ def _default_run_timing() -> dict:
 
 
 def _print_tables(summary: dict, timing: dict) -> None:
-    print("\n| group | runs | mean gain (pp) | min gain | max gain |")
-    print("| --- | --- | --- | --- | --- |")
-    for name, g in summary["groups"].items():
-        print(f"| {name} | {g['runs']} | {g['mean_gain']:+.1f} | {g['min_gain']:+.1f} | {g['max_gain']:+.1f} |")
+    rows = [
+        {
+            "group": name,
+            "runs": g["runs"],
+            "mean gain (pp)": f"{g['mean_gain']:+.1f}",
+            "min gain": f"{g['min_gain']:+.1f}",
+            "max gain": f"{g['max_gain']:+.1f}",
+        }
+        for name, g in summary["groups"].items()
+    ]
+    print("\n" + markdown_table(rows))
     print(
         f"\nbase score {summary['base_score']:.1f} pp; {summary['runs']} runs; scores {summary['score_min']:.1f}"
         f"..{summary['score_max']:.1f} pp, mean {summary['score_mean']:.1f}, std {summary['score_std']:.1f} pp,"
@@ -186,15 +195,13 @@ def main() -> None:
     rows.sort(key=lambda r: r["index"])
     summary = _summary(rows)
     _print_tables(summary, timing)
-    RESULTS.mkdir(parents=True, exist_ok=True)
     payload = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
         "elapsed_seconds": time.perf_counter() - started,
         "summary": summary,
         "default_run": timing,
         "runs": rows,
     }
-    (RESULTS / "testbed_spread.json").write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    write_results("testbed_spread", payload, args)
 
 
 if __name__ == "__main__":

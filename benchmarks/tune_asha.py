@@ -24,18 +24,18 @@ scheduler's threshold).
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import time
+import sys
 from pathlib import Path
 from types import SimpleNamespace
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: tests._harness, benchmarks
 
 import numpy as np
 import pandas as pd
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
-from screening import CORPUS, RESULTS, costs
 
+from benchmarks.screening import CORPUS, costs
+from tests._harness.results import markdown_table, results_path, write_results
 from tuneahead_ray.predictor import TuneAhead, evaluation_splits, load_metadataset
 from tuneahead_ray.tune import FEATURES_KEY, TuneAheadScheduler
 
@@ -162,7 +162,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--margin", type=float, default=1.0, help="success: score >= base score + margin (pp)")
     parser.add_argument("--concurrency", type=int, default=8, help="trials running at once")
-    parser.add_argument("--out", type=Path, default=RESULTS / "tune_asha.json")
+    parser.add_argument("--out", type=Path, default=results_path("tune_asha"))
     args = parser.parse_args()
     table = load_metadataset(args.corpus, "score")
     splits = [evaluation_splits(len(table), 1, 0.28, seed)[0] for seed in range(args.seeds)]
@@ -184,16 +184,21 @@ def main() -> None:
     }  # fmt: skip
     print(f"held-out runs per seed: {per_seed[0]['runs']} ({np.mean([s['successes'] for s in per_seed]):.1f} "
           f"successes), {args.seeds} seeds (means), {args.concurrency} trials at once\n")  # fmt: skip
-    print("| compute budget | scheduler | trials started | trials finished | successes | of all successes "
-          "| budget used | seeds with >= ASHA's successes |")  # fmt: skip
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-    for share in shares:
-        for name in NAMES:
-            row = mean[share][name]
-            seeds = f"{wins[name][share]}/{args.seeds}" if name in wins else ""
-            print(f"| {100 * float(share):.0f}% of ASHA on all | {name} | {row['started']:.1f} | {row['finished']:.1f} "
-                  f"| {row['successes']:.1f} | {100 * row['successes_share']:.1f}% | {100 * row['compute_used']:.1f}% "
-                  f"| {seeds} |")  # fmt: skip
+    rows = [
+        {
+            "compute budget": f"{100 * float(share):.0f}% of ASHA on all",
+            "scheduler": name,
+            "trials started": f"{mean[share][name]['started']:.1f}",
+            "trials finished": f"{mean[share][name]['finished']:.1f}",
+            "successes": f"{mean[share][name]['successes']:.1f}",
+            "of all successes": f"{100 * mean[share][name]['successes_share']:.1f}%",
+            "budget used": f"{100 * mean[share][name]['compute_used']:.1f}%",
+            "seeds with >= ASHA's successes": f"{wins[name][share]}/{args.seeds}" if name in wins else "",
+        }
+        for share in shares
+        for name in NAMES
+    ]
+    print(markdown_table(rows))
     targets = {
         f"{name} keeps >= ASHA's successes at {100 * float(share):.0f}% (mean)": (
             mean[share][name]["successes"] >= mean[share][NAMES[0]]["successes"]
@@ -202,10 +207,7 @@ def main() -> None:
         for share in shares
     }
     print("\n" + "\n".join(f"{'met' if ok else 'MISSED'}: {name}" for name, ok in targets.items()))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     payload = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}",
-        "date": time.strftime("%Y-%m-%d"),
         "corpus": str(args.corpus.name),
         "seeds": args.seeds,
         "margin": args.margin,
@@ -215,7 +217,7 @@ def main() -> None:
         "per_seed": per_seed,
         "targets": targets,
     }
-    args.out.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
+    write_results("tune_asha", payload, args, args.out)
     print(f"\nwrote {args.out}")
 
 

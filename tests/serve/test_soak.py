@@ -1,36 +1,24 @@
-"""A small soak of the Serve app over real HTTP on 127.0.0.1 (``benchmarks/serve_soak.py`` at a few hundred
-requests): valid, invalid and oversized requests with a ScoreService replica killed midway. Every valid request is
-answered with exactly the in-process predictions, every invalid one with its 4xx, no 5xx but the killed replica's
-in-flight requests, the replica is replaced and the Serve processes' memory stays flat."""
+"""A small soak of the Serve app over real HTTP on 127.0.0.1 (the soak of ``benchmarks/serve_soak.py``, from
+``tests/_harness/soak.py``, at a few hundred requests): valid, invalid and oversized requests with a ScoreService
+replica killed midway. Every valid request is answered with exactly the in-process predictions, every invalid one
+with its 4xx, no 5xx but the killed replica's in-flight requests, the replica is replaced and the Serve processes'
+memory stays flat."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
+from tests._harness import soak
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-SOAK_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "serve_soak.py"
-
-
-def load_soak():
-    spec = importlib.util.spec_from_file_location("serve_soak", SOAK_PATH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
 def soak_run(ray_session, tmp_path_factory):
     from ray import serve
 
-    soak = load_soak()
     directory = tmp_path_factory.mktemp("serve_soak")
-    table, features = soak.training_table()
+    table, features, _ = soak.training_table()
     predictor = soak.train_model(table, features, directory / "model")
     (directory / "token").write_text(soak.TOKEN + "\n")
     requests = soak.request_mix(table, features, predictor, 450, seed=1)

@@ -6,6 +6,8 @@ import argparse
 import os
 import sys
 
+from tuneahead_ray._private.workers import PoolConfig, PoolConfigError
+
 __all__ = ["StageBars", "add_ray_args", "init_ray", "pool_config", "quiet_ray_data", "run_bar"]
 
 
@@ -90,8 +92,16 @@ def add_ray_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def pool_config(args: argparse.Namespace, device: str):
-    """The probe pool's sizing from the Ray arguments."""
-    from tuneahead_ray._private.workers import PoolConfig
+#: The command-line flag of each PoolConfig field the Ray arguments set (``device`` is the grid's or ``--device``).
+_POOL_FLAGS = {"num_workers": "--workers", "gpus_per_worker": "--gpus-per-worker"}
 
-    return PoolConfig(num_workers=args.workers, gpus_per_worker=args.gpus_per_worker, device=device)
+
+def pool_config(args: argparse.Namespace, device: str) -> PoolConfig:
+    """The probe pool's sizing from the Ray arguments; a bad value is a ``ValueError`` naming its flag (call it
+    before starting Ray, so that a typo costs nothing)."""
+    try:
+        return PoolConfig(num_workers=args.workers, gpus_per_worker=args.gpus_per_worker, device=device)
+    except PoolConfigError as err:
+        raise ValueError(
+            "; ".join(f"{_POOL_FLAGS.get(name, name)}: {problem}" for name, problem in err.problems.items())
+        ) from None

@@ -10,6 +10,9 @@ failure rather than lost.
 from __future__ import annotations
 
 import logging
+import math
+import numbers
+import re
 import statistics
 import time
 from collections import deque
@@ -20,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import ray
 
-__all__ = ["PoolConfig", "WorkerFailure", "WorkerPool", "run_into_store"]
+__all__ = ["PoolConfig", "PoolConfigError", "WorkerFailure", "WorkerPool", "run_into_store"]
 
 ADAPTIVE_TIMEOUT_FLOOR_S = 120.0
 NO_WORKER_WARNING_S = 60.0
@@ -35,9 +38,71 @@ def _worker_lost_errors() -> tuple[type[Exception], ...]:
     return (RayActorError, ActorDiedError, ActorUnavailableError, WorkerCrashedError)
 
 
+class PoolConfigError(ValueError):
+    """Bad :class:`PoolConfig` values: ``problems`` maps each bad field to what is wrong with it (and its value)."""
+
+    def __init__(self, problems: dict[str, str]) -> None:
+        self.problems = problems
+        super().__init__("PoolConfig: " + "; ".join(f"{name} {problem}" for name, problem in problems.items()))
+
+
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _count(value: object, least: int, optional: bool = False) -> str | None:
+    """What is wrong with a whole-number field (None: nothing)."""
+    if optional and value is None:
+        return None
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < least:
+        return f"must be a whole number >= {least}" + (" (or None)" if optional else "")
+    return None
+
+
+def _gpu_share(value: object) -> str | None:
+    """GPUs per worker: a fraction in (0, 1] packs workers on one GPU, a whole number > 1 shards a model."""
+    if not _number(value) or not math.isfinite(value) or value <= 0 or (value > 1 and value != int(value)):
+        return "must be a fraction in (0, 1] or a whole number of GPUs"
+    return None
+
+
+def _cpu_share(value: object, num_workers: int | None, use_gpus: bool | None) -> str | None:
+    """CPUs per worker: >= 0, and > 0 when the pool counts its workers by the cluster's CPUs (it divides by it)."""
+    if not _number(value) or not math.isfinite(value) or value < 0:
+        return "must be a finite number >= 0"
+    if value == 0 and num_workers is None and use_gpus is not True:
+        return "must be > 0 unless num_workers is set (or use_gpus=True): CPU workers are counted by it"
+    return None
+
+
+def _flag(value: object) -> str | None:
+    return None if value is None or isinstance(value, bool) else "must be None, True or False"
+
+
+def _device(value: object) -> str | None:
+    return None if isinstance(value, str) and _DEVICE.fullmatch(value) else "must be auto, cpu or cuda[:N]"
+
+
+def _timeout(value: object) -> str | None:
+    if value is not None and (not _number(value) or not value > 0):
+        return "must be a positive number of seconds (or None: adaptive)"
+    return None
+
+
 @dataclass(frozen=True)
 class PoolConfig:
-    """How the pool sizes and places its actors."""
+    """How the pool sizes and places its actors.
+
+    Checked when built (:class:`PoolConfigError`, a ``ValueError`` naming every bad field and its value):
+    ``num_workers`` None or a whole number >= 1; ``gpus_per_worker`` a fraction in (0, 1] or a whole number;
+    ``use_gpus`` None or a bool; ``cpus_per_worker`` finite and >= 0, and > 0 when the pool counts CPU workers
+    itself (no ``num_workers``, ``use_gpus`` not True); ``max_in_flight`` a whole number >= 1 (0 would leave every
+    job queued); ``max_retries`` a whole number >= 0; ``device`` auto, cpu or cuda[:N]; ``job_timeout_s`` None or
+    > 0.
+    """
 
     num_workers: int | None = None  # default: one per GPU in the cluster, else one per CPU
     # A fraction packs several small-model workers on one GPU; a whole number > 1 shards a model over that many.
@@ -56,25 +121,25 @@ class PoolConfig:
     job_timeout_s: float | None = None
 
     def __post_init__(self) -> None:
-        problems = []
-        if self.num_workers is not None and self.num_workers < 1:
-            problems.append(f"num_workers must be at least 1, got {self.num_workers}")
-        if not self.gpus_per_worker > 0 or (
-            self.gpus_per_worker > 1 and self.gpus_per_worker != int(self.gpus_per_worker)
-        ):
-            problems.append(
-                f"gpus_per_worker must be a fraction in (0, 1] or a whole number of GPUs, got {self.gpus_per_worker}"
+        """Every bad value at once, each naming its field and value (:class:`PoolConfigError`)."""
+        problems = {
+            name: problem
+            for name, problem in (
+                ("num_workers", _count(self.num_workers, 1, optional=True)),
+                ("gpus_per_worker", _gpu_share(self.gpus_per_worker)),
+                ("use_gpus", _flag(self.use_gpus)),
+                ("cpus_per_worker", _cpu_share(self.cpus_per_worker, self.num_workers, self.use_gpus)),
+                ("max_in_flight", _count(self.max_in_flight, 1)),
+                ("max_retries", _count(self.max_retries, 0)),
+                ("device", _device(self.device)),
+                ("job_timeout_s", _timeout(self.job_timeout_s)),
             )
-        if self.cpus_per_worker < 0:
-            problems.append(f"cpus_per_worker must be at least 0, got {self.cpus_per_worker}")
-        if self.max_in_flight < 1:
-            problems.append(f"max_in_flight must be at least 1, got {self.max_in_flight}")
-        if self.max_retries < 0:
-            problems.append(f"max_retries must be at least 0, got {self.max_retries}")
-        if self.job_timeout_s is not None and not self.job_timeout_s > 0:
-            problems.append(f"job_timeout_s must be positive, got {self.job_timeout_s}")
+            if problem is not None
+        }
         if problems:
-            raise ValueError("PoolConfig: " + "; ".join(problems))
+            raise PoolConfigError(
+                {name: f"{problem}, got {getattr(self, name)!r}" for name, problem in problems.items()}
+            )
 
     @property
     def shards(self) -> int:

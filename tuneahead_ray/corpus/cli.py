@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 from tuneahead_ray._private.cli_support import StageBars, add_ray_args, init_ray, pool_config, run_bar
-from tuneahead_ray._private.workers import PoolConfig
 from tuneahead_ray.base_models import default_proxy_dir, resolve_model_dir
 from tuneahead_ray.corpus._build import build_corpus
 from tuneahead_ray.corpus._grid import build_grid_corpus
@@ -40,12 +39,13 @@ def _cmd_corpus_build_grid(args: argparse.Namespace) -> int:
         default_benchmark_spec(grid.model)  # a model directory needs a benchmark: say so before anything runs
     if args.strategy == "decision" and grid.threshold is None:
         raise ValueError(f"{args.grid}: threshold: --strategy decision needs the grid's success threshold")
+    pool = pool_config(args, grid.device if args.device is None else args.device)
     init_ray(args)
     bar, progress = run_bar("corpus runs")
     options = {
         "seed": args.seed,
         "gpu_hours": args.gpu_hours,
-        "pool_config": pool_config(args, grid.device if args.device is None else args.device),
+        "pool_config": pool,
         "on_progress": StageBars(),
         "on_run": progress,
     }
@@ -84,6 +84,7 @@ def _cmd_corpus_build(args: argparse.Namespace) -> int:
         raise ValueError("--strategy: active selection applies to a grid's corpus (--grid)")
 
     proxy = None if args.no_proxy else str(resolve_model_dir(args.proxy_model or default_proxy_dir()))
+    pool = pool_config(args, args.device or "cpu")
     init_ray(args)
     bar, progress = run_bar("corpus runs")
 
@@ -92,9 +93,7 @@ def _cmd_corpus_build(args: argparse.Namespace) -> int:
         args.out,
         seed=args.seed,
         proxy_model=proxy,
-        pool_config=PoolConfig(
-            num_workers=args.workers, gpus_per_worker=args.gpus_per_worker, device=args.device or "cpu"
-        ),
+        pool_config=pool,
         on_progress=progress,
     )
     bar.close()
@@ -105,11 +104,12 @@ def _cmd_corpus_build(args: argparse.Namespace) -> int:
 
 
 def _cmd_corpus_refeature(args: argparse.Namespace) -> int:
+    pool = pool_config(args, args.device)
     init_ray(args)
     bar, progress = run_bar("refeatured runs")
     table, failures = refeature_corpus(
         args.corpus,
-        pool_config=pool_config(args, args.device),
+        pool_config=pool,
         row_descriptors=not args.keep_row_descriptors,
         limit=args.limit,
         on_progress=progress,

@@ -22,13 +22,14 @@ def grid_features(
 ) -> tuple[pa.Table, list[WorkerFailure]]:
     """Feature rows of a grid's candidates on Ray, resumable at ``out`` (descriptor cache beside it); failures
     are printed to stderr and returned."""
+    pool = pool_config(args, grid.device)  # a bad --workers fails before Ray starts
     init_ray(args)
     table, failures = compute_features(
         candidates,
         out,
         model=grid.model,
         spec=grid.probe,
-        pool_config=pool_config(args, grid.device),
+        pool_config=pool,
         cache_dir=Path(out).parent / "cache",
         on_progress=StageBars(),
     )

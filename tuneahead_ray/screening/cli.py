@@ -31,15 +31,14 @@ def run_screening(grid_path: Path, args: argparse.Namespace) -> int:
     errors = grid.screening_errors()
     if errors:
         raise ConfigError(f"{grid_path}: cannot screen:\n  " + "\n  ".join(errors))
+    pool = pool_config(args, grid.device)  # a bad --workers fails before anything is written or started
     out = _output_dir(args, grid, grid_path)
     out.mkdir(parents=True, exist_ok=True)
     (out / "grid.json").write_text(grid.model_dump_json(indent=2) + "\n", encoding="utf-8")
     print(f"{len(candidates)} candidates from {grid_path} -> {out}", file=sys.stderr)
     predictors = load_predictors(grid, grid_path.resolve().parent, prescreen=grid.probe_budget is not None)
     init_ray(args)
-    result = screen(
-        grid, candidates, predictors, out, pool_config=pool_config(args, grid.device), on_progress=StageBars()
-    )
+    result = screen(grid, candidates, predictors, out, pool_config=pool, on_progress=StageBars())
     paths = write_report(result, grid, out)
     summary = result.summary
     print(
@@ -70,13 +69,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _cmd_launch(args: argparse.Namespace) -> int:
     check_finished_screening(args.screening)  # before Ray starts
+    pool = pool_config(args, args.device)
     outcomes = args.outcomes or args.screening / "outcomes.parquet"
     init_ray(args)
     bar, progress = run_bar("GO runs")
 
-    table, failures = launch(
-        args.screening, outcomes, limit=args.limit, pool_config=pool_config(args, args.device), on_progress=progress
-    )
+    table, failures = launch(args.screening, outcomes, limit=args.limit, pool_config=pool, on_progress=progress)
     bar.close()
     if len(table):
         error = table["score"] - table["screened_prediction"]

@@ -14,6 +14,7 @@ import pyarrow as pa
 
 from tuneahead_ray._private.store import ResultStore
 from tuneahead_ray._private.workers import PoolConfig, WorkerFailure
+from tuneahead_ray.constants import STAGE_DESCRIPTORS, STAGE_PROBES
 from tuneahead_ray.descriptors.pipeline import compute_descriptors
 from tuneahead_ray.features._checkpoint import open_feature_store
 from tuneahead_ray.features._hp import hp_features
@@ -24,7 +25,8 @@ from tuneahead_ray.schemas import Candidate
 
 __all__ = ["ProgressFn", "compute_features", "feature_row", "run_descriptors", "run_probes"]
 
-#: ``on_progress(stage, done, total)``: called as each stage's items finish.
+#: ``on_progress(stage, done, total)``: called as each stage's items finish (``stage``: one of
+#: :data:`tuneahead_ray.constants.PROGRESS_STAGES`).
 ProgressFn = Callable[[str, int, int], None]
 
 
@@ -68,7 +70,7 @@ def run_descriptors(
             dataset, model, cache_dir=cache_dir, sample_size=DESCRIPTOR_SAMPLE_SIZE, device=device
         )
         if on_progress is not None:
-            on_progress("descriptors", done, len(datasets))
+            on_progress(STAGE_DESCRIPTORS, done, len(datasets))
     return static
 
 
@@ -98,7 +100,7 @@ def run_probes(
                 fingerprint = fingerprints[candidate.dataset.path]
                 store.append(feature_row(candidate, fingerprint, static[fingerprint], result))
             if on_progress is not None:
-                on_progress("probes", done, len(todo))
+                on_progress(STAGE_PROBES, done, len(todo))
     finally:
         pool.shutdown()
     return failures

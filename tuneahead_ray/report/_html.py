@@ -5,16 +5,24 @@ from __future__ import annotations
 from importlib.resources import files
 
 import jinja2
+import pandas as pd
 
+from tuneahead_ray.constants import GO, Policy
+from tuneahead_ray.predictor import FEATURE_LABELS
 from tuneahead_ray.report._plots import frontier_svg, importance_svg, score_vs_cost_svg, waterfall_svg
+from tuneahead_ray.screening import ScreeningResult
 
-__all__ = ["render_html"]
+__all__ = ["HTML_ROWS", "render_html"]
 
-_VALUE_LABELS = {
-    "threshold": "predicted score above the threshold",
-    "top_k": "predicted score",
-    "expected_gain": "predicted gain (pp)",
-    "success_probability": "expected successes",
+#: Candidates shown in the HTML table (all of them are in the Parquet and JSON files).
+HTML_ROWS = 500
+
+#: What each policy's value is, on the frontier plot's axis.
+_VALUE_LABELS: dict[Policy, str] = {
+    Policy.THRESHOLD: "predicted score above the threshold",
+    Policy.TOP_K: "predicted score",
+    Policy.EXPECTED_GAIN: "predicted gain (pp)",
+    Policy.SUCCESS_PROBABILITY: "expected successes",
 }
 
 
@@ -27,13 +35,12 @@ def _environment() -> jinja2.Environment:
     env.filters["num"] = lambda value, digits=1: "–" if value is None else f"{value:,.{digits}f}"
     env.filters["pct"] = lambda value: "–" if value is None else f"{100 * value:.1f}%"
     env.filters["duration"] = _duration
+    env.globals["GO"] = GO
     return env
 
 
-def render_html(payload: dict, result) -> str:
+def render_html(payload: dict, result: ScreeningResult) -> str:
     """The report page for a screening (``payload`` is :func:`report_payload`'s dict)."""
-    from tuneahead_ray.predictor import FEATURE_LABELS
-
     summary = payload["summary"]
     table = result.table
     waterfalls = [
@@ -42,11 +49,9 @@ def render_html(payload: dict, result) -> str:
     ]
     figures = {
         "score_vs_cost": score_vs_cost_svg(table, summary["threshold"], summary["base_score"]),
-        "frontier": frontier_svg(table, summary["budget_s"], _VALUE_LABELS[summary["policy"]]),
+        "frontier": frontier_svg(table, summary["budget_s"], _VALUE_LABELS[Policy(summary["policy"])]),
         "importance": importance_svg(payload["importance"], FEATURE_LABELS) if payload["importance"] else "",
     }
-    from tuneahead_ray.report._write import HTML_ROWS
-
     return (
         _environment()
         .get_template("report.html.j2")
@@ -71,5 +76,5 @@ def _duration(seconds: float | None) -> str:
     return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:,.1f} h"
 
 
-def _rank(table, key: str) -> int:
+def _rank(table: pd.DataFrame, key: str) -> int:
     return int(table.loc[table["candidate_id"] == key, "rank"].iloc[0])

@@ -7,9 +7,11 @@ import io
 import numpy as np
 import pandas as pd
 
+from tuneahead_ray.constants import GO, NO_GO
+
 __all__ = ["frontier_svg", "importance_svg", "score_vs_cost_svg", "waterfall_svg"]
 
-_GO, _NO = "#1b7f3b", "#9aa3ad"
+_GO_COLOR, _NO_GO_COLOR = "#1b7f3b", "#9aa3ad"
 
 
 def _svg(figure) -> str:
@@ -44,12 +46,12 @@ def _time_unit(seconds: np.ndarray) -> tuple[float, str]:
 def score_vs_cost_svg(table: pd.DataFrame, threshold: float | None, base_score: float | None) -> str:
     """Predicted score against full-run cost, GO runs highlighted, with their intervals."""
     figure, axes = _figure(7.5, 4.2)
-    go = table["decision"].eq("GO").to_numpy()
+    go = table["decision"].eq(GO).to_numpy()
     divisor, unit = _time_unit(table["full_cost_s"].to_numpy(float))
     cost = table["full_cost_s"].to_numpy(float) / divisor
     predicted = table["predicted"].to_numpy(float)
     errors = np.vstack([predicted - table["lower"].to_numpy(float), table["upper"].to_numpy(float) - predicted])
-    for mask, color, label in ((~go, _NO, "NO-GO"), (go, _GO, "GO")):
+    for mask, color, label in ((~go, _NO_GO_COLOR, NO_GO), (go, _GO_COLOR, GO)):
         if mask.any():
             axes.errorbar(
                 cost[mask],
@@ -89,8 +91,8 @@ def frontier_svg(table: pd.DataFrame, budget_s: float | None, value_label: str) 
         lw=1.5,
         label="frontier (greedy by value per cost)",
     )
-    go = table["decision"].eq("GO").to_numpy() & np.isfinite(value)
-    axes.plot([cost[go].sum()], [value[go].sum()], "o", color=_GO, label="chosen GO set")
+    go = table["decision"].eq(GO).to_numpy() & np.isfinite(value)
+    axes.plot([cost[go].sum()], [value[go].sum()], "o", color=_GO_COLOR, label="chosen GO set")
     if budget_s is not None:
         axes.axvline(budget_s / divisor, color="#c0392b", ls="--", lw=1, label="budget")
     axes.set_xlabel(f"compute of the GO runs ({unit})")
@@ -109,7 +111,7 @@ def waterfall_svg(explanation: dict, title: str) -> str:
     pushes = [rest, *(c["contribution"] for c in top)]
     start = explanation["base_value"]
     for row, push in enumerate(pushes):
-        axes.barh(row, push, left=start, color=_GO if push >= 0 else "#c0392b", height=0.6)
+        axes.barh(row, push, left=start, color=_GO_COLOR if push >= 0 else "#c0392b", height=0.6)
         axes.text(start + push, row, f" {push:+.1f}", va="center", ha="left" if push >= 0 else "right", fontsize=7)
         start += push
     axes.set_yticks(range(len(labels)), labels, fontsize=7)

@@ -14,13 +14,15 @@ import pandas as pd
 import pyarrow as pa
 
 from tuneahead_ray._private.atomic import write_bytes_atomic, write_parquet_atomic
-from tuneahead_ray.screening._grid import GridSpec
+from tuneahead_ray.constants import GO, PROBED
+from tuneahead_ray.report._html import render_html
+from tuneahead_ray.screening import GridSpec, ScreeningResult
 
 __all__ = ["DATASET_FLAGS", "REPORT_VERSION", "dataset_flags", "report_payload", "write_report"]
 
 REPORT_VERSION = 1
-#: Candidates shown in the HTML table and waterfalls (all of them are in the Parquet and JSON files).
-HTML_ROWS, WATERFALLS = 500, 5
+#: SHAP waterfalls the report shows, of GO runs and of rejected ones each.
+WATERFALLS = 5
 
 #: Dataset diagnostics: descriptor, limit, and what exceeding it usually means for fine-tuning.
 DATASET_FLAGS: tuple[tuple[str, float, str], ...] = (
@@ -69,16 +71,16 @@ def dataset_flags(row: pd.Series, medians: pd.Series | None = None) -> list[str]
     return flags
 
 
-def _featured(result) -> list[str]:
+def _featured(result: ScreeningResult) -> list[str]:
     """Ids of the candidates whose SHAP waterfalls the report shows: the best GO runs and the best rejected."""
     table = result.table
-    probed = table[table["stage"].eq("probed") & table["candidate_id"].isin(result.explanations)]
-    go = probed[probed["decision"].eq("GO")].head(WATERFALLS)
-    rejected = probed[probed["decision"].ne("GO")].head(WATERFALLS)
+    probed = table[table["stage"].eq(PROBED) & table["candidate_id"].isin(result.explanations)]
+    go = probed[probed["decision"].eq(GO)].head(WATERFALLS)
+    rejected = probed[probed["decision"].ne(GO)].head(WATERFALLS)
     return [*go["candidate_id"], *rejected["candidate_id"]]
 
 
-def report_payload(result, grid: GridSpec) -> dict:
+def report_payload(result: ScreeningResult, grid: GridSpec) -> dict:
     """The screening as one JSON-safe dict (what ``report.json`` holds)."""
     table = result.table
     candidates = []
@@ -106,10 +108,8 @@ def report_payload(result, grid: GridSpec) -> dict:
     )
 
 
-def write_report(result, grid: GridSpec, out_dir: str | Path) -> dict[str, Path]:
+def write_report(result: ScreeningResult, grid: GridSpec, out_dir: str | Path) -> dict[str, Path]:
     """Write the three outputs into ``out_dir``; return their paths by kind."""
-    from tuneahead_ray.report._html import render_html
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {

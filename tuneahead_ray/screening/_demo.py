@@ -6,6 +6,7 @@ from pathlib import Path
 
 import yaml
 
+from tuneahead_ray.constants import Policy
 from tuneahead_ray.testbed import DataSpec, write_dataset
 
 __all__ = ["DEMO_DATASETS", "DEMO_GRID", "write_demo"]
@@ -35,7 +36,7 @@ DEMO_GRID: dict = {
     },
     "probe": {"fraction": 0.05, "min_steps": 20, "max_steps": 100},
     "threshold": 52.0,  # success: +5pp over the base model (46.9)
-    "policy": "expected_gain",
+    "policy": Policy.EXPECTED_GAIN.value,
     "budget": {"full_runs": 20},
     "cost": {"kind": "tokens", "tokens_per_second": 30000},  # the embedded model on one CPU core
     "output_dir": "screening",

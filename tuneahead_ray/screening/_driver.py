@@ -10,37 +10,40 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from tuneahead_ray._private.workers import PoolConfig, WorkerFailure
-from tuneahead_ray.features import candidate_ids, dataset_fingerprints, hp_features, open_feature_store
+from tuneahead_ray._private.workers import PoolConfig
+from tuneahead_ray.constants import (
+    FAILED,
+    GO,
+    NO_GO,
+    NOT_PROBED,
+    PROBED,
+    STAGE_DESCRIPTORS,
+    STAGE_PROBES,
+    Policy,
+)
+from tuneahead_ray.features import (
+    STATIC_FEATURES,
+    candidate_ids,
+    dataset_fingerprints,
+    hp_features,
+    open_feature_store,
+)
 from tuneahead_ray.features.compute import ProgressFn, run_descriptors, run_probes
+from tuneahead_ray.predictor import Explainer
 from tuneahead_ray.schemas import Candidate
 from tuneahead_ray.screening._costs import budget_seconds, run_costs
 from tuneahead_ray.screening._grid import GridSpec
 from tuneahead_ray.screening._launch import probe_state_dir
 from tuneahead_ray.screening._policies import select, success_probability
 from tuneahead_ray.screening._predictors import ScreeningPredictors
+from tuneahead_ray.screening._result import ScreeningResult
 
-__all__ = ["GO", "NO_GO", "ScreeningResult", "probe_set", "screen"]
-
-GO, NO_GO = "GO", "NO-GO"
-
-
-@dataclass
-class ScreeningResult:
-    """The ranked candidates with predictions and decisions, the summary, and the SHAP explanations."""
-
-    table: pd.DataFrame
-    summary: dict
-    explanations: dict[str, list[dict]] = field(default_factory=dict)
-    importance: dict[str, float] = field(default_factory=dict)
-    datasets: pd.DataFrame = field(default_factory=pd.DataFrame)
-    failures: list[WorkerFailure] = field(default_factory=list)
+__all__ = ["probe_set", "screen"]
 
 
 def _base_rows(ids: dict[str, Candidate], fingerprints: dict, static: dict[str, dict[str, float]]) -> pd.DataFrame:
@@ -107,8 +110,6 @@ def _novelty(table: pd.DataFrame, predictor, probed: np.ndarray) -> None:
 
 
 def _explanations(predictor, table: pd.DataFrame) -> tuple[list[dict], dict[str, float]]:
-    from tuneahead_ray.predictor import Explainer
-
     if table.empty:
         return [], {}
     explainer = Explainer(predictor)
@@ -120,11 +121,11 @@ def _decide(table: pd.DataFrame, grid: GridSpec, base_score: float | None, budge
     """Run the scheduler on the probed, non-diverged candidates; write ``decision`` and ``reason``; return the
     selection facts."""
     # A probe that diverged is a failure already seen, whatever the regressor makes of its features: never GO.
-    probed = (table["stage"].eq("probed") & ~table["probe_diverged"].astype(bool)).to_numpy()
+    probed = (table["stage"].eq(PROBED) & ~table["probe_diverged"].astype(bool)).to_numpy()
     predicted = table["predicted"].to_numpy(float)
     go = np.zeros(len(table), dtype=bool)
     value = np.full(len(table), np.nan)
-    facts: dict = {"policy": grid.policy}
+    facts: dict = {"policy": Policy(grid.policy).value}
     if probed.any():
         selection = select(
             predicted[probed],
@@ -156,9 +157,9 @@ def _novelty_note(row) -> str:
 
 
 def _reason(row, grid: GridSpec, base_score: float | None) -> str:
-    if row.stage == "failed":
+    if row.stage == FAILED:
         return f"probe failed: {row.error}"
-    if row.stage == "not_probed":
+    if row.stage == NOT_PROBED:
         return (
             f"not probed: the probe-free prediction {row.prescreen:.1f} "
             f"[{row.prescreen_lower:.1f}, {row.prescreen_upper:.1f}] left it out of the probe budget"
@@ -167,11 +168,11 @@ def _reason(row, grid: GridSpec, base_score: float | None) -> str:
         return f"GO under {grid.policy}: predicted {row.predicted:.1f} [{row.lower:.1f}, {row.upper:.1f}]"
     if row.probe_diverged:
         return "the probe diverged (loss blew up or became NaN)"
-    if grid.policy == "threshold":
+    if grid.policy == Policy.THRESHOLD:
         return f"predicted {row.predicted:.1f} < threshold {grid.threshold:g}"
-    if grid.policy == "top_k":
+    if grid.policy == Policy.TOP_K:
         return f"not in the top {grid.top_k} predictions"
-    if grid.policy == "expected_gain" and row.predicted <= (base_score or 0.0):
+    if grid.policy == Policy.EXPECTED_GAIN and row.predicted <= (base_score or 0.0):
         return f"predicted gain {row.predicted - (base_score or 0.0):+.1f} over the base model is not positive"
     return "outside the budget: less value per unit of compute than the chosen runs"
 
@@ -230,7 +231,7 @@ def screen(
     failed = {f.key: f.error for f in failures}
     table["error"] = [failed.get(key, "") for key in table["candidate_id"]]
     in_store = table["candidate_id"].isin(store.rows)
-    table["stage"] = np.where(in_store, "probed", np.where(table["error"] != "", "failed", "not_probed"))
+    table["stage"] = np.where(in_store, PROBED, np.where(table["error"] != "", FAILED, NOT_PROBED))
     for column in predictors.full.features:
         if column not in table:
             table[column] = np.nan
@@ -255,11 +256,11 @@ def screen(
     budget = budget_seconds(grid.budget, full_cost) if grid.budget is not None else None
     facts = _decide(table, grid, base_score, budget)
 
-    explained_rows = table[table["stage"].eq("probed")]
+    explained_rows = table[table["stage"].eq(PROBED)]
     explained, importance = _explanations(predictors.full, explained_rows)
     explanations = dict(zip(explained_rows["candidate_id"], explained, strict=True))
     if predictors.prescreen is not None:
-        rest = table[~table["stage"].eq("probed")]
+        rest = table[~table["stage"].eq(PROBED)]
         more, _ = _explanations(predictors.prescreen, rest)
         explanations.update(zip(rest["candidate_id"], more, strict=True))
     ordered = [explanations.get(key) for key in table["candidate_id"]]
@@ -267,7 +268,7 @@ def screen(
     table["diagnostics"] = ["; ".join(e["diagnostics"]) if e else "" for e in ordered]
     table = _ranked(table)
     summary = _summary(table, grid, base_score, budget, facts, predictors)
-    summary["timing_s"] = {"descriptors": descriptors_s, "probes": probes_s, "total": clock() - started}
+    summary["timing_s"] = {STAGE_DESCRIPTORS: descriptors_s, STAGE_PROBES: probes_s, "total": clock() - started}
     return ScreeningResult(
         table=table,
         summary=summary,
@@ -288,8 +289,6 @@ def _ranked(table: pd.DataFrame) -> pd.DataFrame:
 
 def _datasets(table: pd.DataFrame) -> pd.DataFrame:
     """One row per dataset: its descriptors and how its candidates fared."""
-    from tuneahead_ray.features import STATIC_FEATURES
-
     grouped = table.groupby("dataset_name", sort=True)
     summary = grouped[list(STATIC_FEATURES)].first()
     summary["candidates"] = grouped.size()
@@ -307,19 +306,19 @@ def _summary(
     predictors: ScreeningPredictors,
 ) -> dict:
     go = table["decision"].eq(GO)
-    probed = table["stage"].eq("probed")
+    probed = table["stage"].eq(PROBED)
     train_all = float(table["full_cost_s"].sum())
     spent = float(table.loc[probed, "probe_cost_s"].sum() + table.loc[go, "go_cost_s"].sum())
     summary = {
         "candidates": len(table),
         "datasets": int(table["dataset_fingerprint"].nunique()),
         "probed": int(probed.sum()),
-        "failed": int(table["stage"].eq("failed").sum()),
-        "not_probed": int(table["stage"].eq("not_probed").sum()),
+        "failed": int(table["stage"].eq(FAILED).sum()),
+        "not_probed": int(table["stage"].eq(NOT_PROBED).sum()),
         "go": int(go.sum()),
         "novel": int(table["novel"].sum()),
         "novel_no_go": int((table["novel"] & ~go).sum()),
-        "policy": grid.policy,
+        "policy": Policy(grid.policy).value,
         "threshold": grid.threshold,
         "top_k": grid.top_k,
         "base_score": base_score,

@@ -18,6 +18,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tuneahead_ray.base_models import DEFAULT_MODEL
+from tuneahead_ray.constants import BUDGETED_POLICIES, THRESHOLD_POLICIES, Policy
 from tuneahead_ray.evaluation import BenchmarkSpec, build_benchmark, resolve_benchmark_paths
 from tuneahead_ray.probe import ProbeSpec
 from tuneahead_ray.schemas import Candidate, DatasetFormat, DatasetRef, HyperParams
@@ -104,8 +105,8 @@ class GridSpec(BaseModel):
     base_score: float | None = Field(
         None, description="The base model's score (default model: read from the corpus); gains are measured from it."
     )
-    policy: Literal["threshold", "top_k", "expected_gain", "success_probability"] = Field(
-        "threshold", description="How the GO set is chosen (see tuneahead_ray.screening._policies)."
+    policy: Policy = Field(
+        Policy.THRESHOLD, description="How the GO set is chosen (see tuneahead_ray.screening.select)."
     )
     top_k: int | None = Field(None, ge=0, description="Candidates to keep under the top_k policy.")
     budget: Budget | None = Field(None, description="Compute for the GO runs (the budgeted policies need one).")
@@ -131,19 +132,19 @@ class GridSpec(BaseModel):
     def screening_errors(self) -> list[str]:
         """What the screening decision still lacks, each naming its key (a features-only grid needs none of it)."""
         errors = []
-        if self.policy in ("threshold", "success_probability") and self.threshold is None:
-            errors.append(f"threshold: policy {self.policy!r} needs a success threshold")
-        if self.policy == "top_k" and self.top_k is None:
+        if self.policy in THRESHOLD_POLICIES and self.threshold is None:
+            errors.append(f"threshold: policy '{self.policy}' needs a success threshold")
+        if self.policy == Policy.TOP_K and self.top_k is None:
             errors.append("top_k: policy 'top_k' needs it")
-        if self.policy in ("expected_gain", "success_probability") and self.budget is None:
-            errors.append(f"budget: policy {self.policy!r} needs a budget")
+        if self.policy in BUDGETED_POLICIES and self.budget is None:
+            errors.append(f"budget: policy '{self.policy}' needs a budget")
         if self.model != DEFAULT_MODEL and self.predictor == "default":
             errors.append(
                 "predictor: the default predictor is trained on runs of the embedded model; for another base model "
                 "give a model directory (build a corpus of that model's runs with `tuneahead-ray corpus build --grid`, "
                 "then train one with `tuneahead-ray predictor train`)"
             )
-        if self.model != DEFAULT_MODEL and self.base_score is None and self.policy == "expected_gain":
+        if self.model != DEFAULT_MODEL and self.base_score is None and self.policy == Policy.EXPECTED_GAIN:
             errors.append("base_score: policy 'expected_gain' needs the base model's score for a custom model")
         return errors
 

@@ -14,6 +14,7 @@ import pandas as pd
 
 from tuneahead_ray._private.store import ResultStore
 from tuneahead_ray._private.workers import PoolConfig, WorkerFailure, WorkerPool, run_into_store
+from tuneahead_ray.constants import GO
 from tuneahead_ray.evaluation import default_benchmark_spec
 from tuneahead_ray.features import outcome_columns
 from tuneahead_ray.probe import RunWorker
@@ -70,7 +71,7 @@ def launch(
     grid = GridSpec.model_validate_json((out_dir / "grid.json").read_text(encoding="utf-8"))
     benchmark = grid.benchmark or default_benchmark_spec(grid.model)
     table = pd.read_parquet(out_dir / "candidates.parquet")
-    go = table[table["decision"].eq("GO")].head(limit)
+    go = table[table["decision"].eq(GO)].head(limit)
     store = ResultStore(outcomes)
     todo = go[~go["candidate_id"].isin(store.rows)]
     failures: list[WorkerFailure] = []

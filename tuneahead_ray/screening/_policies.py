@@ -1,6 +1,6 @@
 """Budget-aware go/no-go: which candidate runs to train, given predicted scores with intervals and costs.
 
-Policies:
+Policies (their names: :class:`tuneahead_ray.constants.Policy`):
   * ``threshold`` — the paper's rule: GO when the predicted score clears the threshold (budget ignored).
   * ``top_k`` — the k best predicted scores.
   * ``expected_gain`` — maximise the summed predicted gain over the base score within the budget.
@@ -16,19 +16,13 @@ candidates take well under a second.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
 
 import numpy as np
 from scipy.stats import norm
 
+from tuneahead_ray.constants import Policy
+
 __all__ = ["Policy", "Selection", "select", "success_probability"]
-
-
-class Policy(str, Enum):
-    THRESHOLD = "threshold"
-    TOP_K = "top_k"
-    EXPECTED_GAIN = "expected_gain"
-    SUCCESS_PROBABILITY = "success_probability"
 
 
 @dataclass(frozen=True)

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tuneahead_ray.predictor._default import (
+from tuneahead_ray.predictor import (
     DEFAULT_TARGET,
     FULL_GROUPS,
     PRESCREEN_GROUPS,
     default_corpus_path,
     ensure_default_predictor,
+    load_predictor,
 )
 from tuneahead_ray.screening._grid import GridSpec
 
@@ -34,8 +35,6 @@ class ScreeningPredictors:
 
 def _load(spec: str, groups: tuple[str, ...], base_dir: Path):
     """A predictor from a model directory, or the default one (trained and cached on first use)."""
-    from tuneahead_ray.predictor import load_predictor
-
     if spec != "default":
         return load_predictor(base_dir / Path(spec).expanduser())
     return load_predictor(ensure_default_predictor(groups))

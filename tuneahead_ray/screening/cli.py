@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from tuneahead_ray._private.cli_support import StageBars, add_ray_args, init_ray, pool_config, run_bar
+from tuneahead_ray.constants import Policy
 from tuneahead_ray.report import write_report
 from tuneahead_ray.screening._demo import write_demo
 from tuneahead_ray.screening._driver import screen
@@ -99,9 +100,7 @@ def _cmd_launch(args: argparse.Namespace) -> int:
 def _add_screen_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, help="output directory (default: the grid's output_dir)")
     parser.add_argument("--probe-budget", type=float, help="probe at most N candidates (> 1) or this share (<= 1)")
-    parser.add_argument(
-        "--policy", choices=["threshold", "top_k", "expected_gain", "success_probability"], help="override the grid's"
-    )
+    parser.add_argument("--policy", choices=Policy.names(), help="override the grid's")
     add_ray_args(parser)
 
 

@@ -21,16 +21,14 @@ from ray.tune import Callback
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-from tuneahead_ray.screening import GO, NO_GO, run_costs
-from tuneahead_ray.screening._grid import CostModel
-from tuneahead_ray.screening._policies import Policy, select
+from tuneahead_ray.constants import BUDGETED_POLICIES, GO, NO_GO, THRESHOLD_POLICIES, Policy
+from tuneahead_ray.screening import CostModel, run_costs, select
 from tuneahead_ray.tune._predict import IntervalPredictor, default_predictor
 
 __all__ = ["FEATURES_KEY", "PredictionCallback", "TrialPrediction", "TuneAheadScheduler", "features_of"]
 
 #: The result key of a trial's meta-feature row (a dict; Tune hands schedulers ``FEATURES_KEY/<name>`` keys).
 FEATURES_KEY = "tuneahead_features"
-_BUDGETED = (Policy.EXPECTED_GAIN, Policy.SUCCESS_PROBABILITY)
 
 
 @dataclass(frozen=True)
@@ -74,7 +72,7 @@ class TuneAheadScheduler(TrialScheduler):
     For each arriving prediction:
 
     * ``threshold``: GO when the predicted score >= ``threshold`` — exactly ``screen``'s rule.
-    * ``top_k``: GO when :func:`~tuneahead_ray.screening._policies.select` would put the trial among the ``k`` best of
+    * ``top_k``: GO when :func:`~tuneahead_ray.screening.select` would put the trial among the ``k`` best of
       every prediction seen so far (itself included) and fewer than ``k`` trials are GO yet.
     * ``expected_gain`` / ``success_probability``: GO when ``select``'s greedy knapsack over every prediction
       seen so far, with the whole ``budget``, picks the trial (so its value is positive and its value per
@@ -112,11 +110,11 @@ class TuneAheadScheduler(TrialScheduler):
         except ValueError:
             errors.append(f"policy: {policy!r} is not one of {', '.join(p.value for p in Policy)}")
         else:
-            if policy in (Policy.THRESHOLD, Policy.SUCCESS_PROBABILITY) and threshold is None:
+            if policy in THRESHOLD_POLICIES and threshold is None:
                 errors.append(f"threshold: policy {policy.value!r} needs a success threshold")
             if policy is Policy.TOP_K and (k is None or k < 0):
                 errors.append("k: policy 'top_k' needs k >= 0")
-            if policy in _BUDGETED and (budget is None or budget < 0):
+            if policy in BUDGETED_POLICIES and (budget is None or budget < 0):
                 errors.append(f"budget: policy {policy.value!r} needs a budget >= 0 (worker-seconds)")
             if policy is Policy.EXPECTED_GAIN and base_score is None:
                 errors.append("base_score: policy 'expected_gain' needs the base model's score")
@@ -150,7 +148,7 @@ class TuneAheadScheduler(TrialScheduler):
         row = pd.DataFrame([dict(features)])
         lower, upper = (float(end[0]) for end in self.predictor.predict_interval(row))
         predicted = (lower + upper) / 2
-        cost = self._go_cost(row) if self.policy in _BUDGETED else 0.0
+        cost = self._go_cost(row) if self.policy in BUDGETED_POLICIES else 0.0
         diverged = bool(features.get("probe_diverged", 0) == 1)
         if diverged:
             return TrialPrediction(predicted, lower, upper, False, math.nan, cost, "the probe diverged")
@@ -170,7 +168,7 @@ class TuneAheadScheduler(TrialScheduler):
                 reason = f"not among the top {self.k} predictions seen so far"
             elif self.go_count >= self.k:
                 go, reason = False, f"the {self.k} GO places are taken"
-        elif self.policy in _BUDGETED:
+        elif self.policy in BUDGETED_POLICIES:
             if not go:
                 reason = "less value per unit of compute than the predictions seen so far"
             elif self.committed_s + cost > self.budget:

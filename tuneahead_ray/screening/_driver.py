@@ -1,5 +1,9 @@
 """The screening driver: descriptors -> (pre-screen) -> probes -> predictions -> go/no-go, checkpointed as it goes.
 
+``screen`` is the list of its stages, each a function of the :class:`ScreeningState` they hand on: identify the
+candidates, describe their datasets, choose the probes, probe, join the probe features, predict, price the runs,
+decide, explain.
+
 Every probed candidate is appended to ``<out>/features.parquet``'s checkpoint the moment it finishes, and
 descriptors are cached by dataset content, so a killed screening resumes without redoing work. Everything after
 the probes (predictions, SHAP, the scheduler) is cheap and deterministic and is recomputed on every run.
@@ -10,12 +14,14 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from tuneahead_ray._private.workers import PoolConfig
+from tuneahead_ray._private.store import ResultStore
+from tuneahead_ray._private.workers import PoolConfig, WorkerFailure
 from tuneahead_ray.constants import (
     FAILED,
     GO,
@@ -43,7 +49,202 @@ from tuneahead_ray.screening._policies import select, success_probability
 from tuneahead_ray.screening._predictors import ScreeningPredictors
 from tuneahead_ray.screening._result import ScreeningResult
 
-__all__ = ["probe_set", "screen"]
+__all__ = ["ScreeningState", "probe_set", "screen"]
+
+
+@dataclass
+class ScreeningState:
+    """What the stages of one screening hand on: each stage reads the fields earlier stages filled in and fills its
+    own. ``table`` has one row per candidate (grid order until :func:`_finish` ranks it) and gains columns stage by
+    stage."""
+
+    grid: GridSpec
+    predictors: ScreeningPredictors
+    out_dir: Path
+    pool_config: PoolConfig | None
+    on_progress: ProgressFn | None
+    clock: Callable[[], float]
+    started: float
+    #: Dataset content fingerprint by path.
+    fingerprints: dict[Path, str] = field(default_factory=dict)
+    #: The candidates by content id (equal candidates merged), in grid order.
+    candidates: dict[str, Candidate] = field(default_factory=dict)
+    #: Static descriptors by dataset fingerprint.
+    static: dict[str, dict[str, float]] = field(default_factory=dict)
+    table: pd.DataFrame = field(default_factory=pd.DataFrame)
+    #: Which rows of ``table`` are probed (all, or those in contention under ``probe_budget``).
+    chosen: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    #: The probe rows' checkpoint (``<out_dir>/features.parquet``): earlier runs' probes and this one's.
+    store: ResultStore | None = None
+    failures: list[WorkerFailure] = field(default_factory=list)
+    #: Worker-seconds the GO runs may use (budgeted policies), from the grid's budget.
+    budget_s: float | None = None
+    #: The selection's facts for the summary (the budget used).
+    selection: dict = field(default_factory=dict)
+    explanations: dict[str, dict] = field(default_factory=dict)
+    importance: dict[str, float] = field(default_factory=dict)
+    #: Seconds per stage (descriptors, probes) and in total.
+    timing_s: dict[str, float] = field(default_factory=dict)
+
+
+def screen(
+    grid: GridSpec,
+    candidates: list[Candidate],
+    predictors: ScreeningPredictors,
+    out_dir: str | Path,
+    *,
+    pool_config: PoolConfig | None = None,
+    on_progress: ProgressFn | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> ScreeningResult:
+    """Screen ``candidates`` (Ray must be initialised) and return the ranked, decided table."""
+    state = ScreeningState(grid, predictors, Path(out_dir), pool_config, on_progress, clock, started=clock())
+    _identify(state, candidates)
+    _describe(state)
+    _choose_probes(state)
+    _probe(state)
+    _join_probes(state)
+    _predict_scores(state)
+    _price(state)
+    _decide_runs(state)
+    _explain(state)
+    return _finish(state)
+
+
+def _identify(state: ScreeningState, candidates: list[Candidate]) -> None:
+    """Fingerprint every dataset by content and give every candidate its content id (equal candidates merge)."""
+    state.fingerprints = dataset_fingerprints(candidates)
+    state.candidates = candidate_ids(candidates, state.fingerprints)
+
+
+def _describe(state: ScreeningState) -> None:
+    """Static descriptors once per distinct dataset (Ray Data, cached by content), then the probe-free rows."""
+    grid = state.grid
+    state.static = run_descriptors(
+        state.candidates.values(),
+        state.fingerprints,
+        model=grid.model,
+        cache_dir=state.out_dir / "cache",
+        device=grid.device,
+        on_progress=state.on_progress,
+    )
+    state.table = _base_rows(state.candidates, state.fingerprints, state.static)
+    state.timing_s[STAGE_DESCRIPTORS] = state.clock() - state.started
+
+
+def _choose_probes(state: ScreeningState) -> None:
+    """The probe-free prediction (with a pre-screen predictor), and which candidates get a probe."""
+    if state.predictors.prescreen is not None:
+        _predict(state.table, state.predictors.prescreen, "prescreen")
+    state.chosen = probe_set(state.table, state.grid, state.predictors)
+
+
+def _probe(state: ScreeningState) -> None:
+    """Probe the chosen candidates not already in the checkpoint, each row checkpointed as it finishes."""
+    grid, out_dir = state.grid, state.out_dir
+    state.store = store = open_feature_store(out_dir / "features.parquet", grid.probe)
+    todo = {key: state.candidates[key] for key in state.table["candidate_id"][state.chosen] if key not in store}
+    probe_started = state.clock()
+    state_dirs = {key: str(probe_state_dir(out_dir, key)) for key in todo} if grid.keep_probe_state else None
+    state.failures = run_probes(
+        todo,
+        state.fingerprints,
+        state.static,
+        store,
+        model=grid.model,
+        spec=grid.probe,
+        pool_config=state.pool_config,
+        state_dirs=state_dirs,
+        on_progress=state.on_progress,
+    )
+    store.flush()
+    state.timing_s[STAGE_PROBES] = state.clock() - probe_started
+
+
+def _join_probes(state: ScreeningState) -> None:
+    """The probe features joined to the rows; each row's ``stage`` (probed, failed, not probed) and error; NaN for
+    the features a row lacks."""
+    table, rows = state.table, state.store.rows
+    probe_rows = pd.DataFrame([rows[key] for key in table["candidate_id"] if key in rows])
+    probe_columns = [c for c in probe_rows.columns if c not in table.columns]
+    if not probe_rows.empty:
+        table = table.merge(probe_rows[["candidate_id", *probe_columns]], on="candidate_id", how="left")
+    failed = {f.key: f.error for f in state.failures}
+    table["error"] = [failed.get(key, "") for key in table["candidate_id"]]
+    in_store = table["candidate_id"].isin(rows)
+    table["stage"] = np.where(in_store, PROBED, np.where(table["error"] != "", FAILED, NOT_PROBED))
+    for column in state.predictors.full.features:
+        if column not in table:
+            table[column] = np.nan
+    diverged = table["probe_diverged"] if "probe_diverged" in table else pd.Series(0.0, index=table.index)
+    table["probe_diverged"] = diverged.fillna(0).astype(bool)
+    state.table = table
+
+
+def _predict_scores(state: ScreeningState) -> None:
+    """The full predictor's score and interval for probed rows (the probe-free one's for the rest), novelty, the
+    gain over the base model and, under a threshold, the chance of success."""
+    table, predictors, grid = state.table, state.predictors, state.grid
+    probed = table["stage"].eq(PROBED).to_numpy()
+    _predict(table, predictors.full, "predicted")
+    _novelty(table, predictors.full, probed)
+    if predictors.prescreen is not None:
+        for suffix in ("", "_lower", "_upper"):
+            table.loc[~probed, f"predicted{suffix}"] = table.loc[~probed, f"prescreen{suffix}"]
+    table = table.rename(columns={"predicted_lower": "lower", "predicted_upper": "upper"})
+    base_score = predictors.base_score
+    table["predicted_gain"] = table["predicted"] - base_score if base_score is not None else np.nan
+    if grid.threshold is not None:
+        table["p_success"] = success_probability(
+            table["predicted"].to_numpy(), table["lower"].to_numpy(), table["upper"].to_numpy(), grid.threshold
+        )
+    state.table = table
+
+
+def _price(state: ScreeningState) -> None:
+    """Each run's full, probe and GO-after-probe cost (worker-seconds), and the budget in the same unit."""
+    table, grid = state.table, state.grid
+    full_cost, table["probe_cost_s"], table["go_cost_s"] = run_costs(table, grid.cost)
+    table["full_cost_s"] = full_cost
+    state.budget_s = budget_seconds(grid.budget, full_cost) if grid.budget is not None else None
+
+
+def _decide_runs(state: ScreeningState) -> None:
+    """GO / NO-GO under the grid's policy, with each row's reason."""
+    state.selection = _decide(state.table, state.grid, state.predictors.base_score, state.budget_s)
+
+
+def _explain(state: ScreeningState) -> None:
+    """SHAP drivers of every prediction (the probe-free model's for unprobed rows) and the global importance."""
+    table, predictors = state.table, state.predictors
+    explained_rows = table[table["stage"].eq(PROBED)]
+    explained, state.importance = _explanations(predictors.full, explained_rows)
+    explanations = dict(zip(explained_rows["candidate_id"], explained, strict=True))
+    if predictors.prescreen is not None:
+        rest = table[~table["stage"].eq(PROBED)]
+        more, _ = _explanations(predictors.prescreen, rest)
+        explanations.update(zip(rest["candidate_id"], more, strict=True))
+    ordered = [explanations.get(key) for key in table["candidate_id"]]
+    table["drivers"] = [json.dumps(e["top"]) if e else "[]" for e in ordered]
+    table["diagnostics"] = ["; ".join(e["diagnostics"]) if e else "" for e in ordered]
+    state.explanations = explanations
+
+
+def _finish(state: ScreeningState) -> ScreeningResult:
+    """The ranked table, the summary (with the timings) and the per-dataset view."""
+    table = _ranked(state.table)
+    summary = _summary(
+        table, state.grid, state.predictors.base_score, state.budget_s, state.selection, state.predictors
+    )
+    summary["timing_s"] = {**state.timing_s, "total": state.clock() - state.started}
+    return ScreeningResult(
+        table=table,
+        summary=summary,
+        explanations=state.explanations,
+        importance=state.importance,
+        datasets=_datasets(table),
+        failures=state.failures,
+    )
 
 
 def _base_rows(ids: dict[str, Candidate], fingerprints: dict, static: dict[str, dict[str, float]]) -> pd.DataFrame:
@@ -175,108 +376,6 @@ def _reason(row, grid: GridSpec, base_score: float | None) -> str:
     if grid.policy == Policy.EXPECTED_GAIN and row.predicted <= (base_score or 0.0):
         return f"predicted gain {row.predicted - (base_score or 0.0):+.1f} over the base model is not positive"
     return "outside the budget: less value per unit of compute than the chosen runs"
-
-
-def screen(
-    grid: GridSpec,
-    candidates: list[Candidate],
-    predictors: ScreeningPredictors,
-    out_dir: str | Path,
-    *,
-    pool_config: PoolConfig | None = None,
-    on_progress: ProgressFn | None = None,
-    clock: Callable[[], float] = time.perf_counter,
-) -> ScreeningResult:
-    """Screen ``candidates`` (Ray must be initialised) and return the ranked, decided table."""
-    started = clock()
-    out_dir = Path(out_dir)
-    fingerprints = dataset_fingerprints(candidates)
-    ids = candidate_ids(candidates, fingerprints)
-    static = run_descriptors(
-        ids.values(),
-        fingerprints,
-        model=grid.model,
-        cache_dir=out_dir / "cache",
-        device=grid.device,
-        on_progress=on_progress,
-    )
-    table = _base_rows(ids, fingerprints, static)
-    descriptors_s = clock() - started
-
-    if predictors.prescreen is not None:
-        _predict(table, predictors.prescreen, "prescreen")
-    chosen = probe_set(table, grid, predictors)
-    store = open_feature_store(out_dir / "features.parquet", grid.probe)
-    todo = {key: ids[key] for key in table["candidate_id"][chosen] if key not in store}
-    probe_started = clock()
-    state_dirs = {key: str(probe_state_dir(out_dir, key)) for key in todo} if grid.keep_probe_state else None
-    failures = run_probes(
-        todo,
-        fingerprints,
-        static,
-        store,
-        model=grid.model,
-        spec=grid.probe,
-        pool_config=pool_config,
-        state_dirs=state_dirs,
-        on_progress=on_progress,
-    )
-    store.flush()
-    probes_s = clock() - probe_started
-
-    probe_rows = pd.DataFrame([store.rows[key] for key in table["candidate_id"] if key in store.rows])
-    probe_columns = [c for c in probe_rows.columns if c not in table.columns]
-    if not probe_rows.empty:
-        table = table.merge(probe_rows[["candidate_id", *probe_columns]], on="candidate_id", how="left")
-    failed = {f.key: f.error for f in failures}
-    table["error"] = [failed.get(key, "") for key in table["candidate_id"]]
-    in_store = table["candidate_id"].isin(store.rows)
-    table["stage"] = np.where(in_store, PROBED, np.where(table["error"] != "", FAILED, NOT_PROBED))
-    for column in predictors.full.features:
-        if column not in table:
-            table[column] = np.nan
-    diverged = table["probe_diverged"] if "probe_diverged" in table else pd.Series(0.0, index=table.index)
-    table["probe_diverged"] = diverged.fillna(0).astype(bool)
-    _predict(table, predictors.full, "predicted")
-    _novelty(table, predictors.full, in_store.to_numpy())
-    if predictors.prescreen is not None:
-        unprobed = ~in_store.to_numpy()
-        for suffix in ("", "_lower", "_upper"):
-            table.loc[unprobed, f"predicted{suffix}"] = table.loc[unprobed, f"prescreen{suffix}"]
-    table = table.rename(columns={"predicted_lower": "lower", "predicted_upper": "upper"})
-    base_score = predictors.base_score
-    table["predicted_gain"] = table["predicted"] - base_score if base_score is not None else np.nan
-    if grid.threshold is not None:
-        table["p_success"] = success_probability(
-            table["predicted"].to_numpy(), table["lower"].to_numpy(), table["upper"].to_numpy(), grid.threshold
-        )
-
-    full_cost, table["probe_cost_s"], table["go_cost_s"] = run_costs(table, grid.cost)
-    table["full_cost_s"] = full_cost
-    budget = budget_seconds(grid.budget, full_cost) if grid.budget is not None else None
-    facts = _decide(table, grid, base_score, budget)
-
-    explained_rows = table[table["stage"].eq(PROBED)]
-    explained, importance = _explanations(predictors.full, explained_rows)
-    explanations = dict(zip(explained_rows["candidate_id"], explained, strict=True))
-    if predictors.prescreen is not None:
-        rest = table[~table["stage"].eq(PROBED)]
-        more, _ = _explanations(predictors.prescreen, rest)
-        explanations.update(zip(rest["candidate_id"], more, strict=True))
-    ordered = [explanations.get(key) for key in table["candidate_id"]]
-    table["drivers"] = [json.dumps(e["top"]) if e else "[]" for e in ordered]
-    table["diagnostics"] = ["; ".join(e["diagnostics"]) if e else "" for e in ordered]
-    table = _ranked(table)
-    summary = _summary(table, grid, base_score, budget, facts, predictors)
-    summary["timing_s"] = {STAGE_DESCRIPTORS: descriptors_s, STAGE_PROBES: probes_s, "total": clock() - started}
-    return ScreeningResult(
-        table=table,
-        summary=summary,
-        explanations=explanations,
-        importance=importance,
-        datasets=_datasets(table),
-        failures=failures,
-    )
 
 
 def _ranked(table: pd.DataFrame) -> pd.DataFrame:

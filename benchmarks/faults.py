@@ -202,7 +202,7 @@ def main() -> None:
     import ray
     from ray.cluster_utils import Cluster
 
-    from tuneahead_ray.screening._grid import load_grid
+    from tuneahead_ray.screening import load_grid
 
     rng = random.Random(args.seed)
     root = Path(tempfile.mkdtemp(prefix="faults-"))

@@ -23,7 +23,7 @@ import torch
 from tests._harness.results import markdown_table, write_results
 from tuneahead_ray._private.workers import PoolConfig
 from tuneahead_ray.probe import ProbePool, ProbeSpec, RunWorker, full_run
-from tuneahead_ray.screening._grid import GridSpec, expand_grid
+from tuneahead_ray.screening import GridSpec, expand_grid
 from tuneahead_ray.training import StepTrainer, attach_adapter, detach_adapter
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -37,8 +37,7 @@ def main() -> None:
     from tuneahead_ray._private.cli_support import quiet_ray_data
     from tuneahead_ray._private.workers import PoolConfig
     from tuneahead_ray.report import write_report
-    from tuneahead_ray.screening import DEMO_GRID, load_predictors, screen, write_demo
-    from tuneahead_ray.screening._grid import load_grid
+    from tuneahead_ray.screening import DEMO_GRID, load_grid, load_predictors, screen, write_demo
 
     with tempfile.TemporaryDirectory() as tmp:
         grid_path = write_demo(tmp)

@@ -31,7 +31,7 @@ import pandas as pd
 
 from tests._harness.results import markdown_table, results_path, write_results
 from tuneahead_ray.predictor import FeatureGroupModel, TuneAhead, evaluation_splits, load_metadataset
-from tuneahead_ray.screening._policies import select
+from tuneahead_ray.screening import select
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpus" / "corpus.parquet"
 

@@ -5,7 +5,7 @@ Strategies:
   * ``uncertainty`` — the widest prediction intervals (``predictor.predict_interval``). With the ``cv`` interval
     method every run has the same width, so this is random selection; it needs ``cv-normalized`` intervals.
   * ``decision`` — half the batch: the runs whose GO/NO-GO is least certain, P(score >= threshold) read from the
-    prediction interval by :func:`tuneahead_ray.screening._policies.success_probability` closest to 0.5; the other half:
+    prediction interval by :func:`tuneahead_ray.screening.success_probability` closest to 0.5; the other half:
     the widest intervals among the rest (random when the widths tie). On the shipped corpus the plain rule
     (the whole batch nearest P = 0.5) piles the corpus up around the threshold and the predictor's held-out
     RMSE at 400 runs was 7.0 pp against random selection's 5.7; the blend measured best of the diversity
@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from tuneahead_ray.screening._policies import success_probability
+from tuneahead_ray.screening import success_probability
 
 if TYPE_CHECKING:
     from tuneahead_ray.predictor import ScorePredictor

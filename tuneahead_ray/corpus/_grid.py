@@ -21,7 +21,7 @@ from tuneahead_ray.features import candidate_ids, dataset_fingerprints, open_fea
 from tuneahead_ray.features.compute import ProgressFn, feature_row, run_descriptors
 from tuneahead_ray.probe import ProbeResult, RunWorker
 from tuneahead_ray.schemas import Candidate, RunResult
-from tuneahead_ray.screening._grid import GridSpec
+from tuneahead_ray.screening import GridSpec
 
 __all__ = [
     "CorpusSpend",

@@ -26,7 +26,7 @@ from tuneahead_ray.features.compute import ProgressFn, run_descriptors, run_prob
 from tuneahead_ray.predictor import MIN_TRAINING_ROWS, PredictorConfig, ScorePredictor
 from tuneahead_ray.probe import RunWorker
 from tuneahead_ray.schemas import Candidate
-from tuneahead_ray.screening._grid import GridSpec
+from tuneahead_ray.screening import GridSpec
 
 __all__ = ["ActiveHistory", "BatchRecord", "build_active_corpus"]
 

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from tests._harness.clusters import isolated_process, ray_start_head
 from tuneahead_ray.cli import main
 from tuneahead_ray.testbed import DataSpec, write_dataset
 
@@ -34,6 +32,8 @@ budget: {full_runs: 2}
 """
 #: Columns that record where and how fast a probe ran: they differ between runs by design.
 MACHINE_COLUMNS = ["worker", "probe_seconds"]
+#: How long `ray job submit` may take to run the screening on the `ray start` head (below the per-test timeout).
+JOB_TIMEOUT_S = 360
 
 
 @pytest.fixture(scope="module")
@@ -101,22 +101,14 @@ def test_screen_writes_the_report_and_rerunning_reprobes_nothing(screened: Path,
     assert _report(screened) == report
 
 
-def _kill_group(process: subprocess.Popen) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait(timeout=30)
-
-
 def test_a_killed_screening_resumes_to_the_same_report(screened: Path, grid: Path) -> None:
     out = grid.parent / "killed"
     command = [sys.executable, "-m", "tuneahead_ray.cli", "screen", str(grid), "--out", str(out), "--num-cpus", "2"]
-    process = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
+    # Its own process group and Ray temp dir: leaving the block kills the driver and the Ray it started, mid-probe.
+    with isolated_process(command) as screening:
         deadline = time.monotonic() + 240
-        while _checkpoint_lines(out) < 3 and process.poll() is None and time.monotonic() < deadline:
+        while _checkpoint_lines(out) < 3 and screening.process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.2)
-    finally:
-        _kill_group(process)  # the driver and the Ray it started, mid-probe
     killed_at = _checkpoint_lines(out)
     assert 3 <= killed_at < 8, f"the kill should land mid-probe stage, at {killed_at} of 8"
     assert not (out / "report.json").exists()
@@ -127,66 +119,20 @@ def test_a_killed_screening_resumes_to_the_same_report(screened: Path, grid: Pat
     pd.testing.assert_frame_equal(_candidates(out), _candidates(screened))
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_ray_job_submit_runs_a_screening_on_a_running_cluster(screened: Path, grid: Path) -> None:
-    gcs, dashboard, agent, agent_grpc, runtime_env, metrics = (_free_port() for _ in range(6))
-    head = subprocess.Popen(
-        [
-            "ray",
-            "start",
-            "--head",
-            "--block",
-            "--port",
-            str(gcs),
-            "--dashboard-port",
-            str(dashboard),
-            "--dashboard-host",
-            "127.0.0.1",
-            "--node-ip-address",
-            "127.0.0.1",
-            "--num-cpus",
-            "2",
-            "--include-dashboard",
-            "true",
-            "--dashboard-agent-listen-port",
-            str(agent),
-            "--dashboard-agent-grpc-port",
-            str(agent_grpc),
-            "--runtime-env-agent-port",
-            str(runtime_env),
-            "--metrics-export-port",
-            str(metrics),
-        ],
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip  (every port free: other Ray instances on this machine hold the defaults)
-    address = f"http://127.0.0.1:{dashboard}"
     out = grid.parent / "job"
-    try:
-        deadline = time.monotonic() + 120
-        while subprocess.run(["ray", "job", "list", "--address", address], capture_output=True).returncode != 0:
-            assert head.poll() is None and time.monotonic() < deadline, "the Ray head did not come up"
-            time.sleep(1)
+    # The head (at most 120 s to come up) and the job (JOB_TIMEOUT_S) stay within the per-test timeout (600 s).
+    with ray_start_head(num_cpus=2, ready_timeout_s=120) as address:
         submit = ["ray", "job", "submit", "--address", address, "--", "tuneahead-ray", "screen", str(grid)]
+        deadline = time.monotonic() + JOB_TIMEOUT_S
         while True:  # the head answers before its dashboard agent takes jobs
-            job = subprocess.run([*submit, "--out", str(out)], capture_output=True, text=True, timeout=600)
+            left = max(1.0, deadline - time.monotonic())
+            job = subprocess.run([*submit, "--out", str(out)], capture_output=True, text=True, timeout=left)
             if "No available agent" not in job.stderr or time.monotonic() > deadline:
                 break
             time.sleep(2)
         assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
         assert "succeeded" in job.stdout.lower()
-    finally:
-        head.send_signal(signal.SIGTERM)  # `ray start --block` stops the processes it started
-        try:
-            head.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            _kill_group(head)
     assert _report(out) == _report(screened)
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from tests._harness.ports import free_port
 from tuneahead_ray.client import ClientError, TuneAheadClient
 from tuneahead_ray.predictor import MODEL_FILE, PredictorConfig, ScorePredictor, save_predictor
 from tuneahead_ray.serve import ServeConfig, bind_app
@@ -40,12 +40,6 @@ def corpus_like_table(n: int, seed: int) -> pd.DataFrame:
     table = pd.DataFrame({name: rng.normal(size=n) for name in CORPUS_FEATURES})
     table["score"] = 50 - 8 * table["near_duplicate_rate"] + 4 * table["hp_log10_lr"] + rng.normal(0, 0.5, n)
     return table
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass

@@ -30,12 +30,12 @@ def test_an_unanswered_job_is_resubmitted_after_the_timeout(ray_session, tmp_pat
     config = PoolConfig(num_workers=1, cpus_per_worker=1, use_gpus=False, max_in_flight=1, job_timeout_s=5)
     pool = WorkerPool(HangsOnce, (str(tmp_path / "hung"),), config)
     try:
-        started = time.monotonic()
         results = dict(pool.map_unordered("work", [(key, (key,)) for key in ("a", "hang", "b")]))
     finally:
         pool.shutdown()
     assert results == {"a": "A", "hang": "HANG", "b": "B"}
-    assert pool.replaced == 1 and time.monotonic() - started < 120
+    # The first attempt hung (its marker is there) and the watchdog replaced its actor once, which answered.
+    assert (tmp_path / "hung").exists() and pool.replaced == 1
 
 
 def test_an_actor_the_cluster_cannot_place_holds_no_jobs(ray_session) -> None:
@@ -48,12 +48,12 @@ def test_an_actor_the_cluster_cannot_place_holds_no_jobs(ray_session) -> None:
     config = PoolConfig(num_workers=3, use_gpus=True, gpus_per_worker=1, cpus_per_worker=0, job_timeout_s=30)
     pool = WorkerPool(Upper, (), config)
     try:
-        started = time.monotonic()
         results = dict(pool.map_unordered("work", [(key, (key,)) for key in "abcdef"]))
     finally:
         pool.shutdown()
     assert results == {key: key.upper() for key in "abcdef"}
-    assert pool.replaced == 0 and time.monotonic() - started < 30
+    # No job waited on the unplaced actor: the watchdog (job_timeout_s) would have killed and replaced it.
+    assert pool.replaced == 0
 
 
 def test_actors_that_cannot_start_fail_the_jobs_with_the_reason(ray_session) -> None:

@@ -1,5 +1,5 @@
 """Shared fixtures: one CPU thread (tests are sized for 2 cores and must be reproducible), the embedded model, and
-one real local Ray for the whole test session (integration tests)."""
+one real local Ray for the whole test session (integration tests); ``gpu`` tests skipped where torch sees no CUDA."""
 
 from __future__ import annotations
 
@@ -10,6 +10,21 @@ import pytest
 import torch
 
 torch.set_num_threads(1)
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m selects by marker
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test on the session's Ray (``ray_session``) is ``integration`` and ``slow``, whether or not its module
+    says so; the tests marked ``gpu`` are skipped where torch sees no CUDA device (said so, rather than failed)."""
+    no_cuda = not torch.cuda.is_available()
+    skip = pytest.mark.skip(reason="gpu: needs a CUDA device (torch.cuda.is_available() is False)")
+    for item in items:
+        if "ray_session" in getattr(item, "fixturenames", ()):
+            for name in ("integration", "slow"):
+                if item.get_closest_marker(name) is None:
+                    item.add_marker(name)
+        if no_cuda and item.get_closest_marker("gpu") is not None:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

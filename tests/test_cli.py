@@ -15,8 +15,6 @@ from tuneahead_ray.cli import main
 from tuneahead_ray.data import load_dataset
 from tuneahead_ray.schemas import RunResult
 
-pytestmark = pytest.mark.integration
-
 HP_YAML = "lr: 0.003\nmax_steps: 20\nmax_seq_len: 64\nbatch_size: 8\nlora_r: 4\n"
 
 

@@ -17,7 +17,7 @@ import torch
 from tuneahead_ray.cli import main
 from tuneahead_ray.testbed import DataSpec, benchmark_items, write_dataset
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = pytest.mark.slow  # the tests that start Ray are marked integration too
 
 GRID = """\
 model: model
@@ -78,6 +78,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.mark.integration
 def test_a_corpus_build_stops_at_its_budget_and_resumes_within_it(project: Path, ray_session, capsys) -> None:
     out = project / "budgeted"
     argv = ["corpus", "build", "--grid", str(project / "grid.yaml"), "--runs", "12", "--out", str(out)]
@@ -96,6 +97,7 @@ def corpus(project: Path, ray_session) -> Path:
     return out / "corpus.parquet"
 
 
+@pytest.mark.integration
 def test_own_model_corpus_screen_launch_and_refit(project: Path, corpus: Path, capsys) -> None:
     grid = project / "grid.yaml"
     rows = pd.read_parquet(corpus)  # 10 of the grid's 12 candidates
@@ -129,6 +131,7 @@ def test_own_model_corpus_screen_launch_and_refit(project: Path, corpus: Path, c
     assert card["metrics"]["n_train"] == len(runs) and card["metrics"]["previous_n_train"] == 10
 
 
+@pytest.mark.integration
 def test_an_active_build_refits_on_the_corpus_and_picks_by_decision_value(project: Path, corpus: Path, capsys) -> None:
     from tuneahead_ray.corpus import pick_batch
     from tuneahead_ray.features import FEATURE_GROUPS

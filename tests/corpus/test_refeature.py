@@ -16,7 +16,7 @@ from tuneahead_ray.probe import ProbeSpec
 from tuneahead_ray.schemas import HyperParams
 from tuneahead_ray.testbed import DataSpec
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 _SPEC = ProbeSpec(min_steps=4, max_steps=4, interval=2, reference_size=16)
 
 

@@ -16,8 +16,6 @@ from tuneahead_ray.probe import ProbePool, ProbeResult, ProbeSpec
 from tuneahead_ray.schemas import Candidate, DatasetRef, HyperParams
 from tuneahead_ray.testbed import DataSpec, write_dataset
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
 
 @pytest.fixture(scope="module")
 def datasets(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
@@ -44,6 +42,8 @@ def _ids(candidates: list[Candidate]) -> list[str]:
     return [c.candidate_id(c.dataset.fingerprint()) for c in candidates]
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_pool_places_one_actor_per_gpu_and_probes_each_candidate_once(ray_session, datasets) -> None:
     candidates = _candidates(datasets, [1e-3, 3e-3, 1e-2])
     pool = ProbePool("default", PoolConfig(max_in_flight=2))
@@ -60,6 +60,8 @@ def test_pool_places_one_actor_per_gpu_and_probes_each_candidate_once(ray_sessio
     assert all(set(r.features) == set(PROBE_FEATURES) and r.probe_steps == 8 for r in results)
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_a_killed_actor_mid_probe_loses_and_duplicates_no_candidate(ray_session, datasets) -> None:
     candidates = _candidates(datasets, [1e-3, 2e-3, 3e-3, 5e-3])
     pool = ProbePool("default", PoolConfig(max_in_flight=2, max_retries=2))
@@ -76,6 +78,8 @@ def test_a_killed_actor_mid_probe_loses_and_duplicates_no_candidate(ray_session,
     assert sorted(ids) == sorted(_ids(candidates))  # none lost, none twice
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_features_command_writes_one_row_per_candidate_and_resumes(ray_session, datasets, tmp_path, capsys):
     grid = tmp_path / "grid.yaml"
     grid.write_text(

@@ -13,7 +13,7 @@ from tuneahead_ray.training._encode import encode_pairs
 
 DEVICES = [
     "cpu",
-    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")),
+    pytest.param("cuda", marks=pytest.mark.gpu),  # skipped without CUDA (tests/conftest.py)
 ]
 
 

@@ -15,7 +15,7 @@ from tuneahead_ray.schemas import Candidate, DatasetRef, HyperParams, RunResult
 from tuneahead_ray.testbed import DataSpec, generate_records, write_dataset
 from tuneahead_ray.training import StepTrainer, attach_adapter, detach_adapter, encode_pairs
 
-pytestmark = [pytest.mark.slow, pytest.mark.integration]
+pytestmark = pytest.mark.slow  # real training, in this process: no Ray
 
 
 def _base_name(peft_name: str) -> str:

@@ -28,7 +28,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,16 +38,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository r
 
 import yaml
 
+from tests._harness.ports import free_port
 from tests._harness.results import markdown_table, results_path, write_results
 
 MACHINE_COLUMNS = ["worker", "probe_seconds"]
 KINDS = ("actor", "node", "driver")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def write_grid(root: Path, candidates: int) -> Path:
@@ -211,7 +205,7 @@ def main() -> None:
     expected = len(load_grid(grid)[1])
     cluster = Cluster(
         initialize_head=True,
-        head_node_args={"num_cpus": 0, "include_dashboard": True, "dashboard_port": _free_port()},
+        head_node_args={"num_cpus": 0, "include_dashboard": True, "dashboard_port": free_port()},
     )
     started = time.perf_counter()
     try:

@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,6 +39,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from tests._harness.ports import free_port
 from tests._harness.results import markdown_table, results_path, write_results
 from tests._harness.soak import training_table
 from tuneahead_ray.predictor import PredictorConfig, ScorePredictor, load_predictor, save_predictor
@@ -180,12 +180,6 @@ def _median_of(rounds: list[dict]) -> dict:
     return summary
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _wait_healthy(url: str, seconds: float = 120) -> None:
     import httpx
 
@@ -255,7 +249,7 @@ def _serve_on(port: int, cpus: int) -> Iterator[None]:
 
 def _run(args: argparse.Namespace, model_dir: Path, token_file: Path, workloads: dict, expected: np.ndarray) -> dict:
     config, options = _shipped_settings(model_dir, token_file)
-    plain_port, serve_port = _free_port(), _free_port()
+    plain_port, serve_port = free_port(), free_port()
     command = [sys.executable, __file__, "--plain-server", str(model_dir), str(token_file), str(plain_port)]
     plain = subprocess.Popen(command)
     plain_url, serve_url = f"http://127.0.0.1:{plain_port}", f"http://127.0.0.1:{serve_port}"

@@ -25,8 +25,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: tests._harness, benchmarks
 
+from tests._harness.ports import free_port
 from tests._harness.results import markdown_table, results_path, write_results
-from tests._harness.soak import TOKEN, deploy, free_port, request_mix, soak, train_model, training_table
+from tests._harness.soak import TOKEN, deploy, request_mix, soak, train_model, training_table
 
 
 def table_text(report: dict) -> str:

@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -198,12 +197,6 @@ async def drive(url: str, requests: list[Request], concurrency: int, on_done=Non
 
 
 # ------------------------------------------------------------------------------------ the service on Ray
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def deploy(model_dir: Path, token_file: Path, port: int) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from tests._harness import soak
+from tests._harness.ports import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -22,7 +23,7 @@ def soak_run(ray_session, tmp_path_factory):
     predictor = soak.train_model(table, features, directory / "model")
     (directory / "token").write_text(soak.TOKEN + "\n")
     requests = soak.request_mix(table, features, predictor, 450, seed=1)
-    url = soak.deploy(directory / "model", directory / "token", soak.free_port())
+    url = soak.deploy(directory / "model", directory / "token", free_port())
     try:
         yield soak.soak(url, requests[:50], requests[50:], concurrency=8)
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
@@ -67,3 +68,13 @@ def ray_session() -> Iterator[None]:
             yield
         finally:
             ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def predictor_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One temporary ``TUNEAHEAD_CACHE`` from first use to the end of the session: each default predictor is trained
+    once (~30 s) and shared by every test and subprocess that screens with it; the user's cache is never touched."""
+    path = tmp_path_factory.mktemp("tuneahead_cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TUNEAHEAD_CACHE", str(path))
+        yield path

@@ -10,7 +10,6 @@ model's score. An empty dataset is a DatasetError naming the file.
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -35,17 +34,9 @@ INJECT_AT = 6  # the training step at which an injected fault appears
 
 
 @pytest.fixture(scope="session")
-def default_predictors(tmp_path_factory):
-    """The default screening predictors, trained once per session into a temporary cache (~30 s)."""
-    previous = os.environ.get("TUNEAHEAD_CACHE")
-    os.environ["TUNEAHEAD_CACHE"] = str(tmp_path_factory.mktemp("predictor_cache"))
-    try:
-        yield load_predictors(GridSpec(datasets=["unused.jsonl"]))
-    finally:
-        if previous is None:
-            os.environ.pop("TUNEAHEAD_CACHE")
-        else:
-            os.environ["TUNEAHEAD_CACHE"] = previous
+def default_predictors(predictor_cache):
+    """The default screening predictors, trained once per session into the session's temporary cache (~30 s)."""
+    return load_predictors(GridSpec(datasets=["unused.jsonl"]))
 
 
 @pytest.fixture(scope="module")

@@ -19,12 +19,12 @@ SCREENING_TIMEOUT_S = 200
 RUN_TIMEOUT_S = 540
 
 
-def test_a_screening_survives_actor_node_and_driver_kills(tmp_path: Path) -> None:
+def test_a_screening_survives_actor_node_and_driver_kills(tmp_path: Path, predictor_cache: Path) -> None:
     out = tmp_path / "faults.json"
     command = [sys.executable, str(REPO / "benchmarks" / "faults.py"), "--candidates", "18", "--faults", "3"]
     command += ["--seed", "1", "--timeout", str(SCREENING_TIMEOUT_S), "--out", str(out)]
     # Its own Ray session dir (nothing else connects to its cluster), killed with everything it started at the end.
-    run = run_isolated(command, timeout_s=RUN_TIMEOUT_S, env={"TUNEAHEAD_CACHE": str(tmp_path / "cache")})
+    run = run_isolated(command, timeout_s=RUN_TIMEOUT_S, env={"TUNEAHEAD_CACHE": str(predictor_cache)})
     assert out.exists(), run.tail()
     document = json.loads(out.read_text(encoding="utf-8"))
     facts = document.get("figures", document)  # a benchmark results document, or (before it) its figures alone

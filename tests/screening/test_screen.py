@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -46,16 +45,9 @@ def grid(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture(scope="module", autouse=True)
-def predictor_cache(tmp_path_factory: pytest.TempPathFactory):
-    """Default predictors are trained once into a temporary cache, shared with the subprocesses below."""
-    previous = os.environ.get("TUNEAHEAD_CACHE")
-    os.environ["TUNEAHEAD_CACHE"] = str(tmp_path_factory.mktemp("cache"))
-    yield
-    if previous is None:
-        os.environ.pop("TUNEAHEAD_CACHE")
-    else:
-        os.environ["TUNEAHEAD_CACHE"] = previous
+@pytest.fixture(autouse=True)
+def _shared_predictor_cache(predictor_cache: Path) -> None:
+    """Default predictors come from the session's temporary cache, which the subprocesses below inherit."""
 
 
 @pytest.fixture(scope="module")

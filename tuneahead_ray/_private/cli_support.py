@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Sequence
 
-from tuneahead_ray._private.workers import PoolConfig, PoolConfigError
+from tuneahead_ray._private.workers import PoolConfig, PoolConfigError, WorkerFailure
 
-__all__ = ["StageBars", "add_ray_args", "init_ray", "pool_config", "quiet_ray_data", "run_bar"]
+__all__ = ["StageBars", "add_ray_args", "init_ray", "pool_config", "print_failures", "quiet_ray_data", "run_bar"]
 
 
 class StageBars:
@@ -105,3 +106,10 @@ def pool_config(args: argparse.Namespace, device: str) -> PoolConfig:
         raise ValueError(
             "; ".join(f"{_POOL_FLAGS.get(name, name)}: {problem}" for name, problem in err.problems.items())
         ) from None
+
+
+def print_failures(failures: Sequence[WorkerFailure]) -> int:
+    """Each failed job on stderr; the command's exit status (1 when any failed, else 0)."""
+    for failure in failures:
+        print(f"failed: {failure.key}: {failure.error}", file=sys.stderr)
+    return 1 if failures else 0

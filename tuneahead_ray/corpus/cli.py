@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from tuneahead_ray._private.cli_support import StageBars, add_ray_args, init_ray, pool_config, run_bar
+from tuneahead_ray._private.cli_support import StageBars, add_ray_args, init_ray, pool_config, print_failures, run_bar
 from tuneahead_ray.base_models import default_proxy_dir, resolve_model_dir
 from tuneahead_ray.corpus._build import build_corpus
 from tuneahead_ray.corpus._grid import build_grid_corpus
@@ -64,9 +63,7 @@ def _cmd_corpus_build_grid(args: argparse.Namespace) -> int:
         f"corpus at {Path(args.out) / 'corpus.parquet'}: {report.table.num_rows} runs of {grid.model}, "
         f"{report.spent_hours:.2f} device-hours{stopped}"
     )
-    for failure in report.failures:
-        print(f"failed: {failure.key}: {failure.error}", file=sys.stderr)
-    return 1 if report.failures else 0
+    return print_failures(report.failures)
 
 
 def _cmd_corpus_build(args: argparse.Namespace) -> int:
@@ -98,9 +95,7 @@ def _cmd_corpus_build(args: argparse.Namespace) -> int:
     )
     bar.close()
     print(f"corpus at {Path(args.out) / 'corpus.parquet'}: {table.num_rows} runs")
-    for failure in failures:
-        print(f"failed: {failure.key}: {failure.error}", file=sys.stderr)
-    return 1 if failures else 0
+    return print_failures(failures)
 
 
 def _cmd_corpus_refeature(args: argparse.Namespace) -> int:
@@ -119,9 +114,7 @@ def _cmd_corpus_refeature(args: argparse.Namespace) -> int:
         print(f"partial: finished runs are kept in {refeature_checkpoint(args.corpus)}.jsonl; rerun to continue")
     else:
         print(f"rewrote the features of {table.num_rows} runs in {args.corpus}")
-    for failure in failures:
-        print(f"failed: {failure.key}: {failure.error}", file=sys.stderr)
-    return 1 if failures else 0
+    return print_failures(failures)
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:

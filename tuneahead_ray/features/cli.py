@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from tuneahead_ray._private.cli_support import StageBars, add_ray_args, init_ray, pool_config
+from tuneahead_ray._private.cli_support import StageBars, add_ray_args, init_ray, pool_config, print_failures
 from tuneahead_ray._private.workers import WorkerFailure
 from tuneahead_ray.features.compute import compute_features
 from tuneahead_ray.schemas import Candidate
@@ -33,8 +33,7 @@ def grid_features(
         cache_dir=Path(out).parent / "cache",
         on_progress=StageBars(),
     )
-    for failure in failures:
-        print(f"failed: {failure.key}: {failure.error}", file=sys.stderr)
+    print_failures(failures)
     return table, failures
 
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from tuneahead_ray._private.cli_support import StageBars, add_ray_args, init_ray, pool_config, run_bar
+from tuneahead_ray._private.cli_support import StageBars, add_ray_args, init_ray, pool_config, print_failures, run_bar
 from tuneahead_ray.constants import Policy
 from tuneahead_ray.report import write_report
 from tuneahead_ray.screening._demo import write_demo
@@ -53,9 +53,7 @@ def run_screening(grid_path: Path, args: argparse.Namespace) -> int:
         )
     for kind, path in paths.items():
         print(f"  {kind:8s} {path}")
-    for failure in result.failures:
-        print(f"failed: {failure.key}: {failure.error}", file=sys.stderr)
-    return 1 if result.failures else 0
+    return print_failures(result.failures)
 
 
 def _cmd_screen(args: argparse.Namespace) -> int:
@@ -92,9 +90,7 @@ def _cmd_launch(args: argparse.Namespace) -> int:
             "fold them into the predictor: tuneahead-ray predictor train --incremental --data <corpus> "
             f"--data {outcomes} --target score --out <model dir>"
         )
-    for failure in failures:
-        print(f"failed: {failure.key}: {failure.error}", file=sys.stderr)
-    return 1 if failures else 0
+    return print_failures(failures)
 
 
 def _add_screen_args(parser: argparse.ArgumentParser) -> None:

@@ -37,9 +37,10 @@ def default_model_dir() -> Path:
     return Path(__file__).resolve().parent / "testbed" / "assets" / "tiny-qwen2"
 
 
-def default_proxy_dir() -> Path:
-    """The even smaller proxy model of the ProxyLM-style baseline (``build-base --size proxy``)."""
-    return default_model_dir().with_name("tiny-qwen2-proxy")
+def default_proxy_dir(size: str = "proxy") -> Path:
+    """A proxy model of the ProxyLM-style baseline: ``proxy`` (7% of the embedded model, other pretraining) or
+    ``strong-proxy`` (19%, the embedded model's pretraining); ``build-base --size SIZE`` rebuilds it."""
+    return default_model_dir().with_name(f"tiny-qwen2-{size}")
 
 
 def resolve_model_dir(model: str | Path) -> Path:

@@ -175,9 +175,9 @@ def test_benchmark_is_deterministic_complete_and_correct() -> None:
     benchmark_items.cache_clear()
     regenerated = benchmark_items()
     assert regenerated is not items and regenerated == items
-    assert len(items) == 6 * 5 * 16
+    assert len(items) == 6 * 5 * 160  # MMLU-like size: 4,800 items
     cells = Counter((item.family, item.level) for item in items)
-    assert cells == {(f.name, level): 16 for f in BENCHMARK_FAMILIES for level in LEVELS}
+    assert cells == {(f.name, level): 160 for f in BENCHMARK_FAMILIES for level in LEVELS}
     for item in items:
         assert item.answer.strip()
         assert is_clean(item.family, item.level, item.prompt, item.answer), item
@@ -187,11 +187,18 @@ def test_benchmark_is_deterministic_complete_and_correct() -> None:
     assert all(len(prompts) > 1 for prompts in prompts_per_cell.values())
 
 
-def test_benchmark_cell_size_is_configurable() -> None:
-    items = benchmark_items(2)
-    assert len(items) == 6 * 5 * 2
-    # The first cell is a prefix of the same seeded stream, so it agrees with the default benchmark.
-    assert items[:2] == benchmark_items()[:2]
+def test_benchmarks_are_nested_so_the_first_480_items_are_kept() -> None:
+    small, first, large = benchmark_items(2), benchmark_items(16), benchmark_items()
+    assert len(small) == 6 * 5 * 2 and len(first) == 480
+    # Every cell of a larger benchmark starts with the cell of a smaller one.
+    for cell in range(6 * 5):
+        assert small[2 * cell : 2 * cell + 2] == first[16 * cell : 16 * cell + 2]
+        assert first[16 * cell : 16 * cell + 16] == large[160 * cell : 160 * cell + 16]
+    assert (first[0].prompt, first[0].answer) == ("add 7 1", "8")  # the 480-item benchmark of earlier corpora
+    # The items beyond the first 16 of a cell come from another stream: not a repeat of them.
+    assert large[16:32] != large[:16]
+    with pytest.raises(ValueError, match="items_per_cell"):
+        benchmark_items(0)
 
 
 # ----------------------------------------------------------------------------------------------- generator
@@ -317,3 +324,24 @@ def test_partial_format_corruption_share() -> None:
     records = generate_records(DataSpec(size=3000, format_corruption=0.25, seed=10))
     share = sum(not is_clean(r["family"], r["level"], *pair(r)) for r in records) / len(records)
     assert 0.20 < share < 0.30
+
+
+# ----------------------------------------------------------------------------------------------- proxies
+
+
+def test_default_proxy_is_under_8_percent_of_the_model_and_pretrained_otherwise() -> None:
+    from tuneahead_ray.base_models import default_model_dir, default_proxy_dir
+    from tuneahead_ray.testbed._pretrain import PRETRAIN_MIXES
+
+    def parameters(directory) -> int:
+        config = json.loads((directory / "config.json").read_text())
+        from transformers import Qwen2Config, Qwen2ForCausalLM
+
+        return sum(p.numel() for p in Qwen2ForCausalLM(Qwen2Config(**config)).parameters())
+
+    base = parameters(default_model_dir())
+    proxy, strong = parameters(default_proxy_dir("proxy")), parameters(default_proxy_dir("strong-proxy"))
+    assert proxy / base <= 0.08  # ProxyLM's proxies are 2-8% of the target
+    assert 0.15 < strong / base < 0.25  # the strong proxy: 19%, kept as an extra baseline
+    assert PRETRAIN_MIXES["proxy"] != PRETRAIN_MIXES["base"] == PRETRAIN_MIXES["strong-proxy"]
+    assert PRETRAIN_MIXES["proxy"].seed != PRETRAIN_MIXES["base"].seed

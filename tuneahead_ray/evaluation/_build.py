@@ -27,7 +27,7 @@ def build_benchmark(spec: TestbedSpec | ExactMatchSpec | MultipleChoiceSpec) -> 
         return GreedyExactMatch.from_spec(spec)
     if isinstance(spec, MultipleChoiceSpec):
         return MultipleChoice.from_spec(spec)
-    return testbed_benchmark()
+    return testbed_benchmark(spec.items_per_cell)
 
 
 def default_benchmark_spec(model: str) -> TestbedSpec:

@@ -14,7 +14,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from tuneahead_ray.data import DatasetError, load_dataset
 from tuneahead_ray.evaluation._spec import ExactMatchSpec
-from tuneahead_ray.testbed import benchmark_items
+from tuneahead_ray.testbed import ITEMS_PER_CELL, benchmark_items
 from tuneahead_ray.training import BenchmarkScore, eval_mode, exact_match
 
 __all__ = ["GreedyExactMatch", "TeacherForcedExactMatch", "normalise_answer", "testbed_benchmark"]
@@ -40,10 +40,10 @@ class TeacherForcedExactMatch:
         return BenchmarkScore.of(exact_match(model, tokenizer, self.prompts, self.answers), self.groups)
 
 
-@lru_cache(maxsize=1)
-def testbed_benchmark() -> TeacherForcedExactMatch:
-    """The embedded fixed benchmark, grouped by task family."""
-    items = benchmark_items()
+@lru_cache(maxsize=4)
+def testbed_benchmark(items_per_cell: int = ITEMS_PER_CELL) -> TeacherForcedExactMatch:
+    """The embedded fixed benchmark (``items_per_cell`` items per family and level), grouped by task family."""
+    items = benchmark_items(items_per_cell)
     return TeacherForcedExactMatch(
         tuple(i.prompt for i in items), tuple(i.answer for i in items), tuple(i.family for i in items)
     )

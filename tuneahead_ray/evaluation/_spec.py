@@ -16,6 +16,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
+from tuneahead_ray.testbed import ITEMS_PER_CELL
+
 __all__ = [
     "Benchmark",
     "BenchmarkSpec",
@@ -35,6 +37,13 @@ class TestbedSpec(_Spec):
 
     __test__ = False  # not a pytest test class
     kind: Literal["testbed"] = "testbed"
+    items_per_cell: int = Field(
+        ITEMS_PER_CELL,
+        ge=1,
+        le=10_000,
+        description="Items per (family, level) cell: 160 gives 4,800 items (the default); 16 the first 480-item "
+        "benchmark, a subset of every larger one.",
+    )
 
 
 class ExactMatchSpec(_Spec):

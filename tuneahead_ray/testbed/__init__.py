@@ -1,7 +1,7 @@
 """The embedded testbed: synthetic task families, a dataset generator with quality knobs, the benchmark, and
 the tiny Qwen2 base model."""
 
-from tuneahead_ray.testbed._benchmark import BENCHMARK_SEED, BenchmarkItem, benchmark_items
+from tuneahead_ray.testbed._benchmark import BENCHMARK_SEED, ITEMS_PER_CELL, BenchmarkItem, benchmark_items
 from tuneahead_ray.testbed._families import (
     BENCHMARK_FAMILIES,
     FAMILIES,
@@ -17,6 +17,7 @@ __all__ = [
     "BENCHMARK_FAMILIES",
     "BENCHMARK_SEED",
     "FAMILIES",
+    "ITEMS_PER_CELL",
     "MAX_LEVEL",
     "OFF_TARGET_FAMILIES",
     "BenchmarkItem",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -23,7 +24,9 @@ from tuneahead_ray.training import StepTrainer, encode_pairs
 __all__ = [
     "CHAT_TEMPLATE",
     "MODEL_SIZES",
+    "PRETRAIN_MIXES",
     "PRETRAIN_LEVEL_WEIGHTS",
+    "PretrainMix",
     "build_base",
     "build_tokenizer",
     "tiny_qwen2_config",
@@ -60,10 +63,32 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
     return tokenizer
 
 
-#: Shapes of the embedded model and of the even smaller proxy the ProxyLM-style baseline fine-tunes.
+#: Shapes of the embedded model (330k parameters) and of the proxies the ProxyLM-style baseline fine-tunes:
+#: ``proxy`` (24k, 7.4% of the embedded model: inside ProxyLM's 2-8% of the target) and ``strong-proxy`` (64k, 19%,
+#: pretrained exactly like the embedded model, so far more telling about it than a real proxy can be).
 MODEL_SIZES = {
     "base": {"hidden_size": 96, "intermediate_size": 256, "num_hidden_layers": 3, "num_attention_heads": 4},
-    "proxy": {"hidden_size": 48, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2},
+    "proxy": {"hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2, "num_attention_heads": 2},
+    "strong-proxy": {"hidden_size": 48, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2},
+}
+
+
+@dataclass(frozen=True)
+class PretrainMix:
+    """What a tiny model's pretraining sees: how often each difficulty level 1..5, the off-target share, the seed."""
+
+    level_weights: tuple[float, ...]
+    off_target: float
+    seed: int
+
+
+#: The embedded model's pretraining; ``proxy`` pretrains on another mix and seed, as a real proxy from another
+#: model family has other pretraining data (flatter over levels, more off-target text); ``strong-proxy`` on the
+#: embedded model's own.
+PRETRAIN_MIXES = {
+    "base": PretrainMix(level_weights=PRETRAIN_LEVEL_WEIGHTS, off_target=PRETRAIN_OFF_TARGET, seed=0),
+    "proxy": PretrainMix(level_weights=(6.0, 3.0, 1.0, 0.3, 0.1), off_target=0.4, seed=17),
+    "strong-proxy": PretrainMix(level_weights=PRETRAIN_LEVEL_WEIGHTS, off_target=PRETRAIN_OFF_TARGET, seed=0),
 }
 
 
@@ -80,26 +105,33 @@ def tiny_qwen2_config(tokenizer: PreTrainedTokenizerFast, size: str = "base") ->
     )
 
 
-def _pretraining_pairs(rng: random.Random, size: int) -> tuple[list[str], list[str]]:
-    levels = range(1, len(PRETRAIN_LEVEL_WEIGHTS) + 1)
+def _pretraining_pairs(rng: random.Random, size: int, mix: PretrainMix) -> tuple[list[str], list[str]]:
+    levels = range(1, len(mix.level_weights) + 1)
     prompts, answers = [], []
     for _ in range(size):
-        families = OFF_TARGET_FAMILIES if rng.random() < PRETRAIN_OFF_TARGET else BENCHMARK_FAMILIES
-        prompt, answer = rng.choice(families).sample(rng, rng.choices(levels, PRETRAIN_LEVEL_WEIGHTS)[0])
+        families = OFF_TARGET_FAMILIES if rng.random() < mix.off_target else BENCHMARK_FAMILIES
+        prompt, answer = rng.choice(families).sample(rng, rng.choices(levels, mix.level_weights)[0])
         prompts.append(prompt)
         answers.append(answer)
     return prompts, answers
 
 
-def build_base(out_dir: str | Path, steps: int = 1000, seed: int = 0, size: str = "base", log_every: int = 250) -> Path:
-    """Pretrain the tiny Qwen2 from scratch on the CPU and save model + tokenizer to ``out_dir``.
+def build_base(
+    out_dir: str | Path, steps: int = 1000, seed: int | None = None, size: str = "base", log_every: int = 250
+) -> Path:
+    """Pretrain the tiny Qwen2 of ``size`` from scratch on the CPU on its :data:`PRETRAIN_MIXES` entry (``seed``
+    overrides the mix's) and save model + tokenizer to ``out_dir``.
 
     Deterministic for a given seed, torch version and thread count.
     """
+    if size not in MODEL_SIZES:
+        raise ValueError(f"unknown model size {size!r}; known: {sorted(MODEL_SIZES)}")
+    mix = PRETRAIN_MIXES[size]
+    seed = mix.seed if seed is None else seed
     torch.manual_seed(seed)
     tokenizer = build_tokenizer()
     model = Qwen2ForCausalLM(tiny_qwen2_config(tokenizer, size))
-    prompts, answers = _pretraining_pairs(random.Random(seed), PRETRAIN_EXAMPLES)
+    prompts, answers = _pretraining_pairs(random.Random(seed), PRETRAIN_EXAMPLES, mix)
     pairs = encode_pairs(tokenizer, prompts, answers, max_seq_len=64)
     hp = HyperParams(lr=3e-3, batch_size=32, max_steps=steps, warmup_ratio=0.05, lr_schedule="cosine", seed=seed)
     trainer = StepTrainer(model, pairs, hp, total_steps=steps, pad_id=tokenizer.pad_token_id)

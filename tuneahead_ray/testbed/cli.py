@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tuneahead_ray.base_models import default_model_dir, default_proxy_dir
 from tuneahead_ray.testbed._generator import DataSpec, write_dataset
-from tuneahead_ray.testbed._pretrain import build_base
+from tuneahead_ray.testbed._pretrain import MODEL_SIZES, build_base
 
 __all__ = ["add_commands"]
 
@@ -46,7 +46,7 @@ def _cmd_make_data(args: argparse.Namespace) -> int:
 
 
 def _cmd_build_base(args: argparse.Namespace) -> int:
-    out = args.out or (default_model_dir() if args.size == "base" else default_proxy_dir())
+    out = args.out or (default_model_dir() if args.size == "base" else default_proxy_dir(args.size))
     out = build_base(out, steps=args.steps, seed=args.seed, size=args.size)
     print(f"saved the tiny Qwen2 to {out}")
     return 0
@@ -70,7 +70,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     build = testbed.add_parser("build-base", help="pretrain the embedded tiny Qwen2 (reproducible)")
     build.add_argument("--out", type=Path, help="default: the package's assets directory for that size")
-    build.add_argument("--size", choices=["base", "proxy"], default="base", help="proxy: the ProxyLM baseline's model")
+    build.add_argument(
+        "--size",
+        choices=list(MODEL_SIZES),
+        default="base",
+        help="proxy / strong-proxy: the ProxyLM baseline's models (docs/testbed.md)",
+    )
     build.add_argument("--steps", type=int, default=1000)
-    build.add_argument("--seed", type=int, default=0)
+    build.add_argument("--seed", type=int, help="default: the size's pretraining seed")
     build.set_defaults(func=_cmd_build_base)

@@ -17,6 +17,7 @@ __all__ = [
     "PROBED",
     "PROGRESS_STAGES",
     "ROW_STAGES",
+    "STAGE_DATASET_PROBES",
     "STAGE_DESCRIPTORS",
     "STAGE_PROBES",
     "THRESHOLD_POLICIES",
@@ -52,8 +53,8 @@ BUDGETED_POLICIES = frozenset({Policy.EXPECTED_GAIN, Policy.SUCCESS_PROBABILITY}
 THRESHOLD_POLICIES = frozenset({Policy.THRESHOLD, Policy.SUCCESS_PROBABILITY})
 
 #: Pipeline stages, as named to ``on_progress(stage, done, total)`` callbacks and in a screening's timings.
-STAGE_DESCRIPTORS, STAGE_PROBES = "descriptors", "probes"
-PROGRESS_STAGES = (STAGE_DESCRIPTORS, STAGE_PROBES)
+STAGE_DESCRIPTORS, STAGE_DATASET_PROBES, STAGE_PROBES = "descriptors", "dataset probes", "probes"
+PROGRESS_STAGES = (STAGE_DESCRIPTORS, STAGE_DATASET_PROBES, STAGE_PROBES)
 
 #: Where a screened candidate ended up (the ``stage`` column): probed, its probe failed, or left out by the
 #: probe budget.

@@ -9,8 +9,16 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from tuneahead_ray.features import PROBE_FEATURES
-from tuneahead_ray.probe import ProbeSpec, ProbeTrace, ReferenceScore, RunWorker, trajectory_features
+from tuneahead_ray.features import DATASET_PROBE_FEATURES, PROBE_FEATURES
+from tuneahead_ray.probe import (
+    DATASET_PROBE_HP,
+    DatasetProbeSpec,
+    ProbeSpec,
+    ProbeTrace,
+    ReferenceScore,
+    RunWorker,
+    trajectory_features,
+)
 from tuneahead_ray.probe._base_scores import BaseScores, answer_loss_sums, is_identity_adapter, mean_answer_loss
 from tuneahead_ray.probe._probe import _hoyer_sparsity, run_probe
 from tuneahead_ray.probe._reference import reference_examples
@@ -214,9 +222,10 @@ def test_default_reference_is_clean_benchmark_family_data_but_not_the_benchmark(
     assert len(prompts) == len(answers) == 64
     families = {prompt.split()[0] for prompt in prompts}
     assert families <= {"add", "count", "compare", "color", "home", "code"}
-    benchmark = {(item.prompt, item.answer) for item in benchmark_items()}
+    benchmark = {(item.prompt, item.answer) for item in benchmark_items(16)}
     # Drawn from the families' generators, not copied from the benchmark: only the chance coincidences any
-    # training data of these small item spaces has (a quarter of the rows here, e.g. popular entities' facts).
+    # training data of these small item spaces has (a quarter of the rows here, e.g. popular entities' facts),
+    # counted against the 480-item benchmark (the 4,800-item one covers most of the small cells' item spaces).
     assert sum((p, a) in benchmark for p, a in zip(prompts, answers, strict=True)) < 32
 
 
@@ -245,3 +254,29 @@ def test_reference_moves_toward_the_task_on_on_target_data_more_than_on_off_targ
     assert on["probe_ref_loss_delta"] < 0
     assert on["probe_ref_loss_delta"] < off["probe_ref_loss_delta"]
     assert on["probe_ref_transfer"] < off["probe_ref_transfer"]
+
+
+def test_dataset_probe_spec_needs_a_fixed_length() -> None:
+    with pytest.raises(ValidationError, match="max_steps"):
+        DatasetProbeSpec(hp=HyperParams(epochs=1))
+    assert DatasetProbeSpec().hp == DATASET_PROBE_HP and DATASET_PROBE_HP.max_steps == 20
+
+
+@pytest.mark.slow
+def test_dataset_probe_is_one_fixed_run_per_dataset_that_tells_datasets_apart(
+    worker: RunWorker, clean_data: DatasetRef, tmp_path
+) -> None:
+    spec = ProbeSpec()
+    first = worker.dataset_probe(clean_data, spec, DatasetProbeSpec())
+    assert list(first.features) == list(DATASET_PROBE_FEATURES)
+    assert first.probe_steps == first.total_steps == 20 and not first.diverged
+    # Its hyperparameters are the protocol's, not a candidate's: the same dataset gives the same features.
+    again = worker.dataset_probe(clean_data, spec, DatasetProbeSpec())
+    np.testing.assert_allclose(list(again.features.values()), list(first.features.values()), rtol=1e-6)
+    # It tells a dataset whose answers are all wrong from a clean one: its loss starts higher, and the
+    # reference set (the target task) gets fewer answers right after it than after the clean one's.
+    noisy = DatasetRef(path=write_dataset(DataSpec(size=600, seed=5, label_noise=1.0), tmp_path / "noisy.jsonl"))
+    damaged = worker.dataset_probe(noisy, spec, DatasetProbeSpec()).features
+    clean = first.features
+    assert damaged["dataset_probe_initial_loss"] > clean["dataset_probe_initial_loss"] + 0.2
+    assert damaged["dataset_probe_ref_match_delta"] < clean["dataset_probe_ref_match_delta"]

@@ -172,3 +172,34 @@ def test_predict_grid_agrees_with_the_screening(screened: Path, grid: Path, caps
     screened_rows = {row["candidate_id"]: row["predicted"] for row in _report(screened)["candidates"]}
     assert predicted.keys() == screened_rows.keys()
     assert all(predicted[key] == pytest.approx(screened_rows[key], abs=1e-9) for key in predicted)
+
+
+def test_a_predictor_reading_the_dataset_probe_runs_it_once_per_dataset(grid: Path, ray_session, tmp_path) -> None:
+    """A predictor of static + probe + dataset-probe + hp features: each dataset's standardized probe runs once,
+    is shared by its candidates, is charged once in the compute, and is not rerun on resume."""
+    from tests._harness.metadatasets import FAST, synthetic_corpus
+    from tuneahead_ray._private.store import ResultStore
+    from tuneahead_ray.features import FEATURE_GROUPS
+    from tuneahead_ray.predictor import ScorePredictor, save_predictor
+
+    features = [name for group in ("static", "probe", "dataset_probe", "hp") for name in FEATURE_GROUPS[group]]
+    save_predictor(ScorePredictor(features, FAST).fit(synthetic_corpus(300), "score"), tmp_path / "model")
+    own = tmp_path / "grid.yaml"
+    datasets = f"datasets: ['{grid.parent}/data/*.jsonl']"
+    own.write_text(GRID.replace("datasets: [data/*.jsonl]", datasets) + f"predictor: {tmp_path / 'model'}\n")
+    out = tmp_path / "out"
+    assert main(["screen", str(own), "--out", str(out)]) == 0
+
+    store = ResultStore(out / "dataset_probes.parquet", key="dataset_fingerprint")
+    assert len(store) == 2  # two datasets, eight candidates
+    summary = json.loads((out / "report.json").read_text(encoding="utf-8"))["summary"]
+    assert summary["probed"] == 8
+    tokens = sum(row["dataset_probe_tokens"] for row in store.rows.values())
+    assert summary["compute_s"]["dataset_probes"] == pytest.approx(tokens / 5_000.0)  # the grid's token cost model
+    spent = summary["compute_s"]
+    assert spent["screening_total"] == pytest.approx(spent["dataset_probes"] + spent["probes"] + spent["go_runs"])
+    noisy, clean = sorted(store.rows.values(), key=lambda row: -row["dataset_probe_initial_loss"])
+    assert noisy["dataset_probe_initial_loss"] > clean["dataset_probe_initial_loss"]
+
+    assert main(["screen", str(own), "--out", str(out)]) == 0
+    assert len((out / "dataset_probes.parquet.jsonl").read_bytes().splitlines()) == 2  # none rerun

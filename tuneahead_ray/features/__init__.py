@@ -8,6 +8,7 @@ from tuneahead_ray.features._checkpoint import FeatureProtocolError, feature_pro
 from tuneahead_ray.features._hp import hp_features, lr_integral
 from tuneahead_ray.features._names import (
     CORPUS_FEATURES,
+    DATASET_PROBE_FEATURES,
     DESCRIPTOR_SAMPLE_SIZE,
     DESCRIPTORS_VERSION,
     FEATURE_GROUPS,
@@ -17,11 +18,13 @@ from tuneahead_ray.features._names import (
     PROBE_FEATURES,
     ROW_FEATURES,
     STATIC_FEATURES,
+    dataset_probe_name,
 )
 from tuneahead_ray.features._rows import candidate_ids, dataset_fingerprints, outcome_columns
 
 __all__ = [
     "CORPUS_FEATURES",
+    "DATASET_PROBE_FEATURES",
     "DESCRIPTORS_VERSION",
     "DESCRIPTOR_SAMPLE_SIZE",
     "FEATURE_GROUPS",
@@ -33,6 +36,7 @@ __all__ = [
     "STATIC_FEATURES",
     "FeatureProtocolError",
     "candidate_ids",
+    "dataset_probe_name",
     "dataset_fingerprints",
     "feature_protocol",
     "hp_features",

@@ -18,14 +18,18 @@ class FeatureProtocolError(ValueError):
     """A feature checkpoint computed under another protocol than the one asked for now."""
 
 
-def feature_protocol(spec: BaseModel) -> dict:
-    """What every stored feature row depends on besides its candidate: the probe spec and the descriptors' version
-    and sample size. Rows computed under different protocols are not comparable."""
-    return {
+def feature_protocol(spec: BaseModel, dataset_probe: BaseModel | None = None) -> dict:
+    """What every stored feature row depends on besides its candidate: the probe spec (and the dataset probe's, for
+    dataset-probe rows) and the descriptors' version and sample size. Rows computed under different protocols are
+    not comparable."""
+    protocol = {
         "probe": spec.model_dump(mode="json"),
         "descriptors_version": DESCRIPTORS_VERSION,
         "descriptor_sample_size": DESCRIPTOR_SAMPLE_SIZE,
     }
+    if dataset_probe is not None:
+        protocol["dataset_probe"] = dataset_probe.model_dump(mode="json")
+    return protocol
 
 
 def _flat(protocol: dict) -> dict:
@@ -36,15 +40,17 @@ def _flat(protocol: dict) -> dict:
     }
 
 
-def open_feature_store(path: str | Path, spec: BaseModel) -> ResultStore:
-    """The feature checkpoint at ``path`` for resuming, with its protocol recorded beside it.
+def open_feature_store(
+    path: str | Path, spec: BaseModel, dataset_probe: BaseModel | None = None, key: str = "candidate_id"
+) -> ResultStore:
+    """The feature checkpoint at ``path`` for resuming (rows keyed by ``key``), with its protocol recorded beside it.
 
     A checkpoint computed under another protocol (another probe spec, an older descriptor version), or one that does
     not say, is refused with an error naming the file: resuming it would mix rows that are not comparable.
     """
-    store = ResultStore(path)
+    store = ResultStore(path, key)
     protocol_path = store.parquet_path.with_name(store.parquet_path.name + ".protocol.json")
-    protocol = feature_protocol(spec)
+    protocol = feature_protocol(spec, dataset_probe)
     remedy = f"delete {store.parquet_path} and {store.checkpoint_path} (or write elsewhere) to recompute"
     if protocol_path.exists():
         saved = json.loads(protocol_path.read_text(encoding="utf-8"))

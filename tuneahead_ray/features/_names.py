@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __all__ = [
     "CORPUS_FEATURES",
+    "DATASET_PROBE_FEATURES",
     "DESCRIPTORS_VERSION",
     "DESCRIPTOR_SAMPLE_SIZE",
     "FEATURE_GROUPS",
@@ -17,6 +18,7 @@ __all__ = [
     "PROBE_FEATURES",
     "ROW_FEATURES",
     "STATIC_FEATURES",
+    "dataset_probe_name",
 ]
 
 #: Bump when any descriptor's definition changes; part of the cache key.
@@ -89,6 +91,18 @@ PROBE_FEATURES: tuple[str, ...] = (
     "probe_own_ref_gap",
 )
 
+
+def dataset_probe_name(probe_feature: str) -> str:
+    """A probe feature as measured by the per-dataset standardized probe: ``probe_x`` -> ``dataset_probe_x``."""
+    return f"dataset_{probe_feature}"
+
+
+#: The per-dataset standardized probe's features (one fixed-hyperparameter LoRA run per dataset, shared by every
+#: candidate on it): the probe features but its learning rate, which the protocol fixes.
+DATASET_PROBE_FEATURES: tuple[str, ...] = tuple(
+    dataset_probe_name(name) for name in PROBE_FEATURES if name != "probe_lr_mean"
+)
+
 #: Hyperparameters as features (see :func:`tuneahead_ray.features.hp_features`).
 HP_FEATURES: tuple[str, ...] = (
     "hp_log10_lr",
@@ -109,7 +123,13 @@ HP_FEATURES: tuple[str, ...] = (
     "hp_log10_lr_integral",
 )
 
-#: The corpus's feature names by group: ``static`` descriptors, ``probe`` features, ``hp`` hyperparameters.
-FEATURE_GROUPS: dict[str, tuple[str, ...]] = {"static": STATIC_FEATURES, "probe": PROBE_FEATURES, "hp": HP_FEATURES}
+#: The corpus's feature names by group: ``static`` descriptors, the candidate's ``probe``, the per-dataset
+#: standardized probe (``dataset_probe``), ``hp`` hyperparameters.
+FEATURE_GROUPS: dict[str, tuple[str, ...]] = {
+    "static": STATIC_FEATURES,
+    "probe": PROBE_FEATURES,
+    "dataset_probe": DATASET_PROBE_FEATURES,
+    "hp": HP_FEATURES,
+}
 #: Every feature of a corpus row, in order.
-CORPUS_FEATURES: tuple[str, ...] = (*STATIC_FEATURES, *PROBE_FEATURES, *HP_FEATURES)
+CORPUS_FEATURES: tuple[str, ...] = (*STATIC_FEATURES, *PROBE_FEATURES, *DATASET_PROBE_FEATURES, *HP_FEATURES)

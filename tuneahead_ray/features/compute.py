@@ -1,4 +1,5 @@
-"""Computing meta-feature rows: static descriptors + probe features + hyperparameters, one row per candidate.
+"""Computing meta-feature rows: static descriptors + probe features + hyperparameters, one row per candidate, and
+the per-dataset standardized probe's features, one row per dataset.
 
 ``compute_features`` runs the descriptors once per distinct dataset (Ray Data), the probes on the actor pool, and
 appends every finished row to a checkpoint, so a killed run resumes where it stopped. This module loads torch (the
@@ -14,16 +15,24 @@ import pyarrow as pa
 
 from tuneahead_ray._private.store import ResultStore
 from tuneahead_ray._private.workers import PoolConfig, WorkerFailure
-from tuneahead_ray.constants import STAGE_DESCRIPTORS, STAGE_PROBES
+from tuneahead_ray.constants import STAGE_DATASET_PROBES, STAGE_DESCRIPTORS, STAGE_PROBES
 from tuneahead_ray.descriptors.pipeline import compute_descriptors
 from tuneahead_ray.features._checkpoint import open_feature_store
 from tuneahead_ray.features._hp import hp_features
 from tuneahead_ray.features._names import DESCRIPTOR_SAMPLE_SIZE
 from tuneahead_ray.features._rows import candidate_ids, dataset_fingerprints
-from tuneahead_ray.probe import ProbePool, ProbeResult, ProbeSpec
-from tuneahead_ray.schemas import Candidate
+from tuneahead_ray.probe import DatasetProbeSpec, ProbePool, ProbeResult, ProbeSpec
+from tuneahead_ray.schemas import Candidate, DatasetRef
 
-__all__ = ["ProgressFn", "compute_features", "feature_row", "run_descriptors", "run_probes"]
+__all__ = [
+    "ProgressFn",
+    "compute_features",
+    "dataset_probe_row",
+    "feature_row",
+    "run_dataset_probes",
+    "run_descriptors",
+    "run_probes",
+]
 
 #: ``on_progress(stage, done, total)``: called as each stage's items finish (``stage``: one of
 #: :data:`tuneahead_ray.constants.PROGRESS_STAGES`).
@@ -51,6 +60,46 @@ def feature_row(candidate: Candidate, fingerprint: str, static: dict[str, float]
         "diverged": probe.diverged,
         "worker": probe.worker,
     }
+
+
+def dataset_probe_row(fingerprint: str, probe: ProbeResult) -> dict:
+    """One dataset's row: its content fingerprint, its standardized probe's features and what the probe cost."""
+    return {
+        "dataset_fingerprint": fingerprint,
+        **probe.features,
+        "dataset_probe_seconds": probe.probe_seconds,
+        "dataset_probe_tokens": probe.tokens,
+    }
+
+
+def run_dataset_probes(
+    datasets: dict[str, DatasetRef],
+    store: ResultStore,
+    *,
+    model: str,
+    spec: ProbeSpec,
+    dataset_spec: DatasetProbeSpec,
+    pool_config: PoolConfig | None = None,
+    on_progress: ProgressFn | None = None,
+) -> list[WorkerFailure]:
+    """The standardized probe of every dataset of ``datasets`` (by fingerprint) not in ``store`` yet, on the actor
+    pool, each row appended to ``store`` (keyed by ``dataset_fingerprint``) as it finishes."""
+    todo = {key: dataset for key, dataset in datasets.items() if key not in store}
+    failures: list[WorkerFailure] = []
+    if not todo:
+        return failures
+    pool = ProbePool(model, pool_config)
+    try:
+        for done, (key, result) in enumerate(pool.dataset_probes(todo, spec, dataset_spec), start=1):
+            if isinstance(result, WorkerFailure):
+                failures.append(result)
+            else:
+                store.append(dataset_probe_row(key, result))
+            if on_progress is not None:
+                on_progress(STAGE_DATASET_PROBES, done, len(todo))
+    finally:
+        pool.shutdown()
+    return failures
 
 
 def run_descriptors(

@@ -6,11 +6,13 @@ from tuneahead_ray.probe._features import PROBE_FEATURES, trajectory_features
 from tuneahead_ray.probe._pool import ProbePool
 from tuneahead_ray.probe._probe import ProbeTrace, run_probe
 from tuneahead_ray.probe._reference import REFERENCE_SEED, ReferenceScore, encode_reference, score_reference
-from tuneahead_ray.probe._spec import ProbeSpec
+from tuneahead_ray.probe._spec import DATASET_PROBE_HP, DatasetProbeSpec, ProbeSpec
 from tuneahead_ray.probe._worker import PROBE_LOSSES_FILE, ProbeResult, RunWorker, full_run
 
 __all__ = [
     "BaseScores",
+    "DATASET_PROBE_HP",
+    "DatasetProbeSpec",
     "PROBE_FEATURES",
     "PROBE_LOSSES_FILE",
     "REFERENCE_SEED",

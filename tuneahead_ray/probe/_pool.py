@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 
 from tuneahead_ray._private.workers import PoolConfig, WorkerFailure, WorkerPool
-from tuneahead_ray.probe._spec import ProbeSpec
+from tuneahead_ray.probe._spec import DatasetProbeSpec, ProbeSpec
 from tuneahead_ray.probe._worker import ProbeResult, RunWorker
-from tuneahead_ray.schemas import Candidate
+from tuneahead_ray.schemas import Candidate, DatasetRef
 
 __all__ = ["ProbePool"]
 
@@ -34,3 +34,11 @@ class ProbePool(WorkerPool):
         jobs = ((key, (candidate, spec, (state_dirs or {}).get(key))) for key, candidate in candidates.items())
         for _, result in self.map_unordered("probe", jobs):
             yield result
+
+    def dataset_probes(
+        self, datasets: Mapping[str, DatasetRef], spec: ProbeSpec, dataset_spec: DatasetProbeSpec
+    ) -> Iterator[tuple[str, ProbeResult | WorkerFailure]]:
+        """The standardized probe of every dataset once (``datasets`` by key, e.g. content fingerprint); yields
+        ``(key, result)`` as each finishes."""
+        jobs = ((key, (dataset, spec, dataset_spec)) for key, dataset in datasets.items())
+        yield from self.map_unordered("dataset_probe", jobs)

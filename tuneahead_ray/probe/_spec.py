@@ -4,7 +4,23 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["ProbeSpec"]
+from tuneahead_ray.schemas import HyperParams
+
+__all__ = ["DATASET_PROBE_HP", "DatasetProbeSpec", "ProbeSpec"]
+
+#: The per-dataset probe's fixed hyperparameters: a middle-of-the-road LoRA (rank 8 on the attention projections,
+#: lr 3e-3, constant) for 20 steps of 16 sequences.
+DATASET_PROBE_HP = HyperParams(
+    lr=3e-3,
+    lora_r=8,
+    lora_alpha=16.0,
+    target_modules=("q_proj", "k_proj", "v_proj", "o_proj"),
+    batch_size=16,
+    max_steps=20,
+    warmup_ratio=0.0,
+    lr_schedule="constant",
+    seed=0,
+)
 
 
 class ProbeSpec(BaseModel):
@@ -50,3 +66,21 @@ class ProbeSpec(BaseModel):
     def steps_for(self, total_steps: int) -> int:
         """K for a run of ``total_steps``: fraction of it, within [min_steps, max_steps], never beyond the run."""
         return min(total_steps, max(self.min_steps, min(self.max_steps, round(self.fraction * total_steps))))
+
+
+class DatasetProbeSpec(BaseModel):
+    """The per-dataset standardized probe: one short LoRA run with fixed hyperparameters on the base model, shared
+    by every candidate on the dataset (charged once per dataset). Its trajectory and reference-set changes are the
+    ``dataset_probe_*`` features; what it measures along the way follows the candidates' :class:`ProbeSpec`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    hp: HyperParams = Field(
+        DATASET_PROBE_HP, description="Fixed hyperparameters; hp.max_steps is the probe's length in steps."
+    )
+
+    @model_validator(mode="after")
+    def _fixed_length(self) -> DatasetProbeSpec:
+        if self.hp.max_steps is None:
+            raise ValueError("hp.max_steps: the dataset probe needs a fixed number of steps")
+        return self

@@ -22,12 +22,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from tuneahead_ray.base_models import load_model, load_tokenizer, resolve_device
 from tuneahead_ray.data import load_dataset
 from tuneahead_ray.evaluation import BenchmarkSpec, build_benchmark, default_benchmark_spec
+from tuneahead_ray.features import DATASET_PROBE_FEATURES, dataset_probe_name
 from tuneahead_ray.probe._base_scores import BaseScores
 from tuneahead_ray.probe._features import trajectory_features
 from tuneahead_ray.probe._probe import ProbeTrace, run_probe
 from tuneahead_ray.probe._reference import encode_reference
-from tuneahead_ray.probe._spec import ProbeSpec
-from tuneahead_ray.schemas import Candidate, RunResult
+from tuneahead_ray.probe._spec import DatasetProbeSpec, ProbeSpec
+from tuneahead_ray.schemas import Candidate, DatasetRef, RunResult
 from tuneahead_ray.training import (
     Benchmark,
     BenchmarkScore,
@@ -184,6 +185,17 @@ class RunWorker:
         finally:
             self.model = detach_adapter(trainer.model)
         return self._probe_result(candidate, trainer, trace, spec, started, saved)
+
+    def dataset_probe(self, dataset: DatasetRef, spec: ProbeSpec, dataset_spec: DatasetProbeSpec) -> ProbeResult:
+        """The per-dataset standardized probe: ``dataset_spec``'s fixed-hyperparameter LoRA run of
+        ``hp.max_steps`` steps on ``dataset``, measured like a candidate's probe; its features are named
+        ``dataset_probe_*`` (:data:`~tuneahead_ray.features.DATASET_PROBE_FEATURES`)."""
+        candidate = Candidate(model=self.model_name, dataset=dataset, hp=dataset_spec.hp)
+        steps = dataset_spec.hp.max_steps
+        whole = spec.model_copy(update={"fraction": 1.0, "min_steps": min(spec.min_steps, steps), "max_steps": steps})
+        result = self.probe(candidate, whole)
+        features = {dataset_probe_name(name): value for name, value in result.features.items()}
+        return result.model_copy(update={"features": {name: features[name] for name in DATASET_PROBE_FEATURES}})
 
     def _result(self, candidate: Candidate, trainer: StepTrainer, run: FinishedRun, base: BenchmarkScore,
                 started: float, resumed_from: str | None) -> RunResult:  # fmt: skip

@@ -7,7 +7,7 @@ import pandas as pd
 
 from tuneahead_ray.screening._grid import Budget, CostModel
 
-__all__ = ["budget_seconds", "full_run_seconds", "full_run_tokens", "run_costs"]
+__all__ = ["budget_seconds", "dataset_probe_costs", "full_run_seconds", "full_run_tokens", "run_costs"]
 
 
 def full_run_tokens(table: pd.DataFrame) -> np.ndarray:
@@ -40,6 +40,14 @@ def run_costs(table: pd.DataFrame, model: CostModel) -> tuple[np.ndarray, np.nda
     else:
         probe = full * (table["probe_steps"].fillna(0) / table["hp_total_steps"]).to_numpy(float)
     return full, probe, np.maximum(full - probe, 0.0)
+
+
+def dataset_probe_costs(rows: list[dict], model: CostModel) -> list[float]:
+    """Each dataset probe's cost in worker-seconds, once per dataset: its measured seconds under ``measured``,
+    else its tokens at the cost model's rate."""
+    if model.kind == "measured":
+        return [float(row["dataset_probe_seconds"]) for row in rows]
+    return [float(row["dataset_probe_tokens"]) / model.tokens_per_second for row in rows]
 
 
 def budget_seconds(budget: Budget, full_costs: np.ndarray) -> float:

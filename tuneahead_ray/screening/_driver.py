@@ -1,8 +1,10 @@
-"""The screening driver: descriptors -> (pre-screen) -> probes -> predictions -> go/no-go, checkpointed as it goes.
+"""The screening driver: descriptors -> (pre-screen) -> dataset probes -> probes -> predictions -> go/no-go,
+checkpointed as it goes.
 
 ``screen`` is the list of its stages, each a function of the :class:`ScreeningState` they hand on: identify the
-candidates, describe their datasets, choose the probes, probe, join the probe features, predict, price the runs,
-decide, explain.
+candidates, describe their datasets, choose the probes, probe the chosen candidates' datasets (once each, when the
+predictor reads the dataset probe's features), probe, join the probe features, predict, price the runs, decide,
+explain.
 
 Every probed candidate is appended to ``<out>/features.parquet``'s checkpoint the moment it finishes, and
 descriptors are cached by dataset content, so a killed screening resumes without redoing work. Everything after
@@ -28,21 +30,23 @@ from tuneahead_ray.constants import (
     NO_GO,
     NOT_PROBED,
     PROBED,
+    STAGE_DATASET_PROBES,
     STAGE_DESCRIPTORS,
     STAGE_PROBES,
     Policy,
 )
 from tuneahead_ray.features import (
+    DATASET_PROBE_FEATURES,
     STATIC_FEATURES,
     candidate_ids,
     dataset_fingerprints,
     hp_features,
     open_feature_store,
 )
-from tuneahead_ray.features.compute import ProgressFn, run_descriptors, run_probes
+from tuneahead_ray.features.compute import ProgressFn, run_dataset_probes, run_descriptors, run_probes
 from tuneahead_ray.predictor import Explainer
 from tuneahead_ray.schemas import Candidate
-from tuneahead_ray.screening._costs import budget_seconds, run_costs
+from tuneahead_ray.screening._costs import budget_seconds, dataset_probe_costs, run_costs
 from tuneahead_ray.screening._grid import GridSpec
 from tuneahead_ray.screening._launch import probe_state_dir
 from tuneahead_ray.screening._policies import select, success_probability
@@ -76,11 +80,16 @@ class ScreeningState:
     chosen: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     #: The probe rows' checkpoint (``<out_dir>/features.parquet``): earlier runs' probes and this one's.
     store: ResultStore | None = None
+    #: The dataset probes' rows by dataset fingerprint (``<out_dir>/dataset_probes.parquet``; empty when the
+    #: predictor does not read them).
+    dataset_probes: dict[str, dict] = field(default_factory=dict)
     failures: list[WorkerFailure] = field(default_factory=list)
     #: Worker-seconds the GO runs may use (budgeted policies), from the grid's budget.
     budget_s: float | None = None
     #: The selection's facts for the summary (the budget used).
     selection: dict = field(default_factory=dict)
+    #: Worker-seconds of the dataset probes, each charged once per dataset.
+    dataset_probe_cost_s: float = 0.0
     explanations: dict[str, dict] = field(default_factory=dict)
     importance: dict[str, float] = field(default_factory=dict)
     #: Seconds per stage (descriptors, probes) and in total.
@@ -102,6 +111,7 @@ def screen(
     _identify(state, candidates)
     _describe(state)
     _choose_probes(state)
+    _probe_datasets(state)
     _probe(state)
     _join_probes(state)
     _predict_scores(state)
@@ -139,6 +149,41 @@ def _choose_probes(state: ScreeningState) -> None:
     state.chosen = probe_set(state.table, state.grid, state.predictors)
 
 
+def _probe_datasets(state: ScreeningState) -> None:
+    """The standardized probe of every dataset with a chosen candidate, once per dataset and checkpointed, when the
+    full predictor reads its features; its failure fails that dataset's candidates."""
+    if not any(name in DATASET_PROBE_FEATURES for name in state.predictors.full.features):
+        return
+    grid, table = state.grid, state.table
+    chosen = table.loc[state.chosen, "dataset_fingerprint"].unique()
+    datasets = {c.dataset.path: c.dataset for c in state.candidates.values()}
+    by_fingerprint = {state.fingerprints[path]: dataset for path, dataset in datasets.items()}
+    store = open_feature_store(
+        state.out_dir / "dataset_probes.parquet", grid.probe, grid.dataset_probe, key="dataset_fingerprint"
+    )
+    started = state.clock()
+    failures = run_dataset_probes(
+        {key: by_fingerprint[key] for key in chosen},
+        store,
+        model=grid.model,
+        spec=grid.probe,
+        dataset_spec=grid.dataset_probe,
+        pool_config=state.pool_config,
+        on_progress=state.on_progress,
+    )
+    store.flush()
+    state.dataset_probes = {key: store.rows[key] for key in chosen if key in store}
+    failed = {f.key: f for f in failures}
+    doomed = state.chosen & table["dataset_fingerprint"].isin(list(failed)).to_numpy()
+    for key, fingerprint in zip(
+        table.loc[doomed, "candidate_id"], table.loc[doomed, "dataset_fingerprint"], strict=True
+    ):
+        failure = failed[fingerprint]
+        state.failures.append(WorkerFailure(key, f"dataset probe failed: {failure.error}", failure.attempts))
+    state.chosen = state.chosen & ~doomed
+    state.timing_s[STAGE_DATASET_PROBES] = state.clock() - started
+
+
 def _probe(state: ScreeningState) -> None:
     """Probe the chosen candidates not already in the checkpoint, each row checkpointed as it finishes."""
     grid, out_dir = state.grid, state.out_dir
@@ -146,7 +191,7 @@ def _probe(state: ScreeningState) -> None:
     todo = {key: state.candidates[key] for key in state.table["candidate_id"][state.chosen] if key not in store}
     probe_started = state.clock()
     state_dirs = {key: str(probe_state_dir(out_dir, key)) for key in todo} if grid.keep_probe_state else None
-    state.failures = run_probes(
+    state.failures += run_probes(
         todo,
         state.fingerprints,
         state.static,
@@ -169,6 +214,11 @@ def _join_probes(state: ScreeningState) -> None:
     probe_columns = [c for c in probe_rows.columns if c not in table.columns]
     if not probe_rows.empty:
         table = table.merge(probe_rows[["candidate_id", *probe_columns]], on="candidate_id", how="left")
+    if state.dataset_probes:
+        dataset_rows = pd.DataFrame(list(state.dataset_probes.values()))[
+            ["dataset_fingerprint", *DATASET_PROBE_FEATURES]
+        ]
+        table = table.merge(dataset_rows, on="dataset_fingerprint", how="left")
     failed = {f.key: f.error for f in state.failures}
     table["error"] = [failed.get(key, "") for key in table["candidate_id"]]
     in_store = table["candidate_id"].isin(rows)
@@ -202,10 +252,12 @@ def _predict_scores(state: ScreeningState) -> None:
 
 
 def _price(state: ScreeningState) -> None:
-    """Each run's full, probe and GO-after-probe cost (worker-seconds), and the budget in the same unit."""
+    """Each run's full, probe and GO-after-probe cost (worker-seconds), each dataset probe's (charged once per
+    dataset), and the budget in the same unit."""
     table, grid = state.table, state.grid
     full_cost, table["probe_cost_s"], table["go_cost_s"] = run_costs(table, grid.cost)
     table["full_cost_s"] = full_cost
+    state.dataset_probe_cost_s = sum(dataset_probe_costs(list(state.dataset_probes.values()), grid.cost))
     state.budget_s = budget_seconds(grid.budget, full_cost) if grid.budget is not None else None
 
 
@@ -234,7 +286,13 @@ def _finish(state: ScreeningState) -> ScreeningResult:
     """The ranked table, the summary (with the timings) and the per-dataset view."""
     table = _ranked(state.table)
     summary = _summary(
-        table, state.grid, state.predictors.base_score, state.budget_s, state.selection, state.predictors
+        table,
+        state.grid,
+        state.predictors.base_score,
+        state.budget_s,
+        state.selection,
+        state.predictors,
+        state.dataset_probe_cost_s,
     )
     summary["timing_s"] = {**state.timing_s, "total": state.clock() - state.started}
     return ScreeningResult(
@@ -403,11 +461,14 @@ def _summary(
     budget: float | None,
     facts: dict,
     predictors: ScreeningPredictors,
+    dataset_probes: float = 0.0,
 ) -> dict:
+    """The screening's counts, its compute (``dataset_probes``: the dataset probes' worker-seconds, once per
+    dataset) against training everything, and the selection's facts."""
     go = table["decision"].eq(GO)
     probed = table["stage"].eq(PROBED)
     train_all = float(table["full_cost_s"].sum())
-    spent = float(table.loc[probed, "probe_cost_s"].sum() + table.loc[go, "go_cost_s"].sum())
+    spent = float(table.loc[probed, "probe_cost_s"].sum() + table.loc[go, "go_cost_s"].sum()) + dataset_probes
     summary = {
         "candidates": len(table),
         "datasets": int(table["dataset_fingerprint"].nunique()),
@@ -425,6 +486,7 @@ def _summary(
         "cost_model": grid.cost.model_dump(),
         "compute_s": {
             "train_everything": train_all,
+            "dataset_probes": dataset_probes,
             "probes": float(table.loc[probed, "probe_cost_s"].sum()),
             "go_runs": float(table.loc[go, "go_cost_s"].sum()),
             "screening_total": spent,

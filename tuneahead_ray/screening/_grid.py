@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from tuneahead_ray.base_models import DEFAULT_MODEL
 from tuneahead_ray.constants import BUDGETED_POLICIES, THRESHOLD_POLICIES, Policy
 from tuneahead_ray.evaluation import BenchmarkSpec, build_benchmark, resolve_benchmark_paths
-from tuneahead_ray.probe import ProbeSpec
+from tuneahead_ray.probe import DatasetProbeSpec, ProbeSpec
 from tuneahead_ray.schemas import Candidate, DatasetFormat, DatasetRef, HyperParams
 from tuneahead_ray.yaml_config import ConfigError, load_yaml_model
 
@@ -94,6 +94,11 @@ class GridSpec(BaseModel):
     samples: int | None = Field(None, ge=1, description="Random points of the product instead of all of it.")
     seed: int = Field(0, ge=0, description="Seed of the random sample.")
     probe: ProbeSpec = Field(default_factory=ProbeSpec)
+    dataset_probe: DatasetProbeSpec = Field(
+        default_factory=DatasetProbeSpec,
+        description="The per-dataset standardized probe (fixed hyperparameters), run once per dataset when the "
+        "predictor reads its features (dataset_probe_*).",
+    )
     benchmark: BenchmarkSpec | None = Field(
         None,
         description="What scores a run (launch, corpus build): {kind: testbed} (the default, embedded model only), "

@@ -27,7 +27,7 @@ def _loss_curve(rng: np.random.Generator, asymptote: float, steps: int) -> list[
 
 
 def synthetic_corpus(n: int, seed: int = 0) -> pd.DataFrame:
-    """A corpus-shaped table: every static/probe/hp feature column, knobs, costs, curves and a proxy score.
+    """A corpus-shaped table: every feature column, knobs, costs, curves and both proxies' scores.
 
     The score falls with ``near_duplicate_rate`` and ``probe_heldout_delta`` and peaks at lr 1e-3; the loss
     curve's asymptote and the proxy score follow the score with noise; every other feature is noise.
@@ -58,6 +58,11 @@ def synthetic_corpus(n: int, seed: int = 0) -> pd.DataFrame:
         eval_seconds=np.full(n, 2.0),
         proxy_score=38 + 0.5 * (score - 46) + rng.normal(0, 1.0, n),
         proxy_base_score=np.full(n, 38.75),
+        proxy_seconds=rng.uniform(1.0, 2.0, n),
+        strong_proxy_score=42 + 0.8 * (score - 46) + rng.normal(0, 0.5, n),
+        strong_proxy_base_score=np.full(n, 42.5),
+        strong_proxy_seconds=rng.uniform(1.5, 2.5, n),
+        dataset_probe_seconds=rng.uniform(0.5, 1.0, n),
         diverged=np.zeros(n, dtype=bool),
     )
     return pd.DataFrame(table)

@@ -11,7 +11,7 @@ import pytest
 from tuneahead_ray._private.store import ResultStore
 from tuneahead_ray._private.workers import PoolConfig
 from tuneahead_ray.corpus import CorpusSpec, refeature_checkpoint, refeature_corpus
-from tuneahead_ray.features import HP_FEATURES, PROBE_FEATURES, STATIC_FEATURES
+from tuneahead_ray.features import DATASET_PROBE_FEATURES, HP_FEATURES, PROBE_FEATURES, STATIC_FEATURES
 from tuneahead_ray.probe import ProbeSpec
 from tuneahead_ray.schemas import HyperParams
 from tuneahead_ray.testbed import DataSpec
@@ -66,7 +66,7 @@ def test_refeature_keeps_ground_truth_replaces_features_and_resumes(ray_session:
     assert stored.column("loss_curve").to_pylist() == [[1.0, 0.5]] * 3
     assert all(v > 0 for v in stored.column("probe_final_loss").to_pylist())
     assert stored.column("num_rows").to_pylist() == [-7.0] * 3  # per-row descriptors kept on request
-    for name in [*PROBE_FEATURES, *HP_FEATURES, "base_answer_match", "high_loss_share"]:
+    for name in [*PROBE_FEATURES, *DATASET_PROBE_FEATURES, *HP_FEATURES, "base_answer_match", "high_loss_share"]:
         assert name in stored.column_names
     noisy, clean = stored.column("base_answer_match").to_pylist()[1], stored.column("base_answer_match").to_pylist()[0]
     assert noisy < clean

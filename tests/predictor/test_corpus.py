@@ -10,11 +10,13 @@ import pytest
 
 from tests._harness.metadatasets import FAST, synthetic_corpus
 from tuneahead_ray.predictor import (
+    DynamicOnly,
     EarlyStopExtrapolation,
     IntervalModel,
     MetadatasetError,
     ProxyLM,
     StaticOnly,
+    StrongProxyLM,
     TrainMean,
     TuneAhead,
     corpus_models,
@@ -52,8 +54,24 @@ def test_models_read_only_their_own_feature_groups(corpus) -> None:
     proxy = ProxyLM(FAST).fit(corpus, "score").predictor.features
     assert proxy[:2] == ["proxy_score", "proxy_gain"] and "hp_log10_lr" in proxy
     assert not any(f.startswith("probe_") for f in proxy)
+    strong = StrongProxyLM(FAST).fit(corpus, "score").predictor.features
+    assert strong[:2] == ["strong_proxy_score", "strong_proxy_gain"] and "proxy_score" not in strong
+    dynamic = DynamicOnly(FAST).fit(corpus, "score").predictor.features
+    assert "probe_heldout_delta" in dynamic and "dataset_probe_ref_match_delta" in dynamic
+    assert not any(f.startswith(("hp_", "near_")) for f in dynamic)
     full = TuneAhead(FAST).fit(corpus, "score").predictor.features
-    assert not any(f.startswith(("data_", "proxy_")) or f in {"score", "gain"} for f in full)
+    assert "dataset_probe_heldout_delta" in full and "probe_heldout_delta" in full
+    assert not any(f.startswith(("data_", "proxy_", "strong_")) or f in {"score", "gain"} for f in full)
+
+
+def test_a_corpus_without_the_new_columns_is_still_read(corpus) -> None:
+    """A corpus built before the dataset probe and the strong proxy: TuneAhead reads the groups it has, and the
+    strong-proxy baseline is left out of the models for it."""
+    old = corpus.drop(columns=[c for c in corpus.columns if c.startswith(("dataset_probe_", "strong_proxy_"))])
+    full = TuneAhead(FAST).fit(old, "score").predictor.features
+    assert not any(f.startswith("dataset_probe_") for f in full) and "probe_heldout_delta" in full
+    assert "StrongProxyLM" not in corpus_models(FAST, old.columns)
+    assert "StrongProxyLM" in corpus_models(FAST, corpus.columns)
 
 
 def test_tuneahead_beats_the_baselines_on_the_synthetic_corpus(corpus, fresh) -> None:
@@ -95,6 +113,8 @@ def test_early_stop_reads_only_the_probe_part_of_the_loss_curve(corpus, fresh) -
 def test_baselines_name_the_columns_they_lack(corpus) -> None:
     with pytest.raises(MetadatasetError, match="ProxyLM needs column 'proxy_score'"):
         ProxyLM(FAST).fit(corpus.drop(columns="proxy_score"), "score")
+    with pytest.raises(MetadatasetError, match="StrongProxyLM needs column 'strong_proxy_base_score'"):
+        StrongProxyLM(FAST).fit(corpus.drop(columns="strong_proxy_base_score"), "score")
     with pytest.raises(MetadatasetError, match="EarlyStopExtrapolation needs column.*loss_curve"):
         EarlyStopExtrapolation().fit(corpus.drop(columns="loss_curve"), "score")
 

@@ -2,6 +2,8 @@
 
 One pass per run: the probe is the first K steps of the run's own trainer (measured as the probe), and the same
 trainer then continues to the full schedule, so the ground truth is exactly the run the probe saw the start of.
+Each run also has its dataset's standardized probe (fixed hyperparameters, shared by every candidate on a dataset)
+and the scores of two proxy models fine-tuned on the same data for the ProxyLM-style baseline.
 """
 
 from __future__ import annotations
@@ -23,9 +25,9 @@ from tuneahead_ray.descriptors.model_pass import ModelScorer, describe_sample
 from tuneahead_ray.descriptors.pipeline import describe_table
 from tuneahead_ray.evaluation import TestbedSpec
 from tuneahead_ray.features import DESCRIPTOR_SAMPLE_SIZE, hp_features
-from tuneahead_ray.probe import ProbeSpec, RunWorker
+from tuneahead_ray.probe import DatasetProbeSpec, ProbeResult, ProbeSpec, RunWorker
 from tuneahead_ray.schemas import Candidate, DatasetRef, HyperParams
-from tuneahead_ray.testbed import generate_records
+from tuneahead_ray.testbed import benchmark_items, generate_records
 
 __all__ = ["CorpusWorker", "build_corpus", "run_corpus_jobs", "PROXY_MAX_STEPS"]
 
@@ -43,18 +45,33 @@ def _table(records: list[dict]) -> pa.Table:
 
 
 class CorpusWorker:
-    """One corpus run per call, on the base-model worker (:class:`RunWorker`) of the embedded model and of the
-    proxy: the run's data regenerated from its spec, its static descriptors, its probe as the first K steps of its
-    own trainer continued to the end and scored on the testbed benchmark, and the proxy's score on the same data."""
+    """One corpus run per call, on the base-model worker (:class:`RunWorker`) of the embedded model and of each
+    proxy: the run's data regenerated from its spec, its static descriptors, its dataset's standardized probe, its
+    probe as the first K steps of its own trainer continued to the end and scored on the testbed benchmark, and the
+    proxies' scores on the same data (``proxy``: the default proxy, ``strong_proxy``: the stronger one, both
+    optional)."""
 
-    def __init__(self, model: str = DEFAULT_MODEL, proxy_model: str | None = None, device: str = "cpu"):
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        proxy_model: str | None = None,
+        device: str = "cpu",
+        strong_proxy_model: str | None = None,
+        benchmark: TestbedSpec | None = None,
+        dataset_probe: DatasetProbeSpec | None = None,
+    ):
         self.model_name = model
         self.device = device
         self.runs = RunWorker(model, device)
-        self.proxy = RunWorker(proxy_model, device) if proxy_model else None
-        self.benchmark = TestbedSpec()
+        self.benchmark = benchmark or TestbedSpec()
+        self.dataset_probe_spec = dataset_probe or DatasetProbeSpec()
         self.base_score = self.runs.base_score(self.benchmark).score
-        self.proxy_base_score = self.proxy.base_score(self.benchmark).score if self.proxy is not None else None
+        self.proxies = {
+            name: RunWorker(path, device)
+            for name, path in (("proxy", proxy_model), ("strong_proxy", strong_proxy_model))
+            if path
+        }
+        self.proxy_base_scores = {name: w.base_score(self.benchmark).score for name, w in self.proxies.items()}
         self._data_dir = Path(tempfile.mkdtemp(prefix="tuneahead-corpus-"))
         self._scorer: ModelScorer | None = None
 
@@ -87,6 +104,7 @@ class CorpusWorker:
         records, candidate = self._data(spec)
         try:
             static, descriptor_seconds = self._describe(records, row_descriptors)
+            dataset_probe = self.runs.dataset_probe(candidate.dataset, probe_spec, self.dataset_probe_spec)
             probe = self.runs.probe(candidate, probe_spec)
         finally:
             candidate.dataset.path.unlink(missing_ok=True)
@@ -94,25 +112,39 @@ class CorpusWorker:
             "candidate_id": spec.run_id(),
             **static,
             **probe.features,
+            **_dataset_probe_columns(dataset_probe),
             "probe_seconds": probe.probe_seconds,
             **({"descriptor_seconds": descriptor_seconds} if row_descriptors else {}),
         }
 
-    def _proxy_score(self, candidate: Candidate, total_steps: int) -> tuple[float, float]:
-        """Score of the proxy fine-tuned on the same data with the run's hyperparameters, for at most
-        ``PROXY_MAX_STEPS`` steps (the schedule compressed to them)."""
-        started = time.perf_counter()
-        steps = min(PROXY_MAX_STEPS, total_steps)
-        hp = HyperParams.model_validate({**candidate.hp.model_dump(), "max_steps": steps})
-        result = self.proxy.run(candidate.model_copy(update={"hp": hp}), self.benchmark)
-        return result.score, time.perf_counter() - started
+    def _proxy_columns(self, candidate: Candidate, total_steps: int) -> dict:
+        """Per proxy (``proxy``, ``strong_proxy``): its score fine-tuned on the same data with the run's
+        hyperparameters for at most ``PROXY_MAX_STEPS`` steps (the schedule compressed to them), its base score and
+        the seconds it took; None for a proxy this worker does not have."""
+        columns: dict = {}
+        for name in ("proxy", "strong_proxy"):
+            score = seconds = None
+            if name in self.proxies:
+                started = time.perf_counter()
+                hp = HyperParams.model_validate(
+                    {**candidate.hp.model_dump(), "max_steps": min(PROXY_MAX_STEPS, total_steps)}
+                )
+                score = self.proxies[name].run(candidate.model_copy(update={"hp": hp}), self.benchmark).score
+                seconds = time.perf_counter() - started
+            columns |= {
+                f"{name}_score": score,
+                f"{name}_base_score": self.proxy_base_scores.get(name),
+                f"{name}_seconds": seconds,
+            }
+        return columns
 
     def run(self, spec: CorpusSpec, probe_spec: ProbeSpec) -> dict:
         records, candidate = self._data(spec)
         try:
             static, descriptor_seconds = self._describe(records)
+            dataset_probe = self.runs.dataset_probe(candidate.dataset, probe_spec, self.dataset_probe_spec)
             probe, result = self.runs.probe_and_run(candidate, probe_spec, self.benchmark)
-            proxy = self._proxy_score(candidate, probe.total_steps) if self.proxy is not None else (None, None)
+            proxies = self._proxy_columns(candidate, probe.total_steps)
         finally:
             candidate.dataset.path.unlink(missing_ok=True)
         hp = spec.hp
@@ -124,6 +156,7 @@ class CorpusWorker:
             **{f"data_{k}": float(v) for k, v in spec.data.model_dump(exclude={"families", "seed"}).items()},
             **static,
             **probe.features,
+            **_dataset_probe_columns(dataset_probe),
             **hp_features(hp, result.num_examples),
             "score": result.score,
             "base_score": self.base_score,
@@ -138,10 +171,14 @@ class CorpusWorker:
             "train_seconds": result.train_seconds,
             "eval_seconds": result.eval_seconds,
             "descriptor_seconds": descriptor_seconds,
-            "proxy_score": proxy[0],
-            "proxy_base_score": self.proxy_base_score,
-            "proxy_seconds": proxy[1],
+            "benchmark_items": len(benchmark_items(self.benchmark.items_per_cell)),
+            **proxies,
         }
+
+
+def _dataset_probe_columns(result: ProbeResult) -> dict:
+    """The dataset probe's features and what it cost (its seconds, charged once per dataset)."""
+    return {**result.features, "dataset_probe_seconds": result.probe_seconds}
 
 
 def run_corpus_jobs(
@@ -168,6 +205,7 @@ def build_corpus(
     seed: int = 0,
     model: str = DEFAULT_MODEL,
     proxy_model: str | None = None,
+    strong_proxy_model: str | None = None,
     probe_spec: ProbeSpec | None = None,
     pool_config: PoolConfig | None = None,
     on_progress: Callable[[int, int], None] | None = None,
@@ -177,7 +215,7 @@ def build_corpus(
     probe_spec = probe_spec or ProbeSpec()
     todo = [spec for spec in sample_corpus_specs(runs, seed) if spec.run_id() not in store]
     jobs = [(spec.run_id(), (spec, probe_spec)) for spec in todo]
-    init = (model, proxy_model, (pool_config or PoolConfig(device="cpu")).device)
+    init = (model, proxy_model, (pool_config or PoolConfig(device="cpu")).device, strong_proxy_model)
     failures = run_corpus_jobs(store, "run", jobs, init, pool_config, on_progress, flush_every=50)
     store.flush()
     return store.table(), failures

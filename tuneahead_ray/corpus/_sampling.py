@@ -9,7 +9,13 @@ from pydantic import BaseModel, ConfigDict
 from tuneahead_ray.schemas import HyperParams, content_hash
 from tuneahead_ray.testbed import BENCHMARK_FAMILIES, DataSpec
 
-__all__ = ["CorpusSpec", "sample_corpus_specs", "dominant_family"]
+__all__ = ["MAX_RUN_STEPS", "MIN_RUN_STEPS", "CorpusSpec", "sample_corpus_specs", "dominant_family"]
+
+#: Every corpus run has at least this many steps, so the 20-step minimum probe is at most 5% of it (the paper's
+#: probe is < 5% of a run) ...
+MIN_RUN_STEPS = 400
+#: ... and at most this many, which bounds the build's cost (mean ~750 steps, 10% of runs above ~1,200).
+MAX_RUN_STEPS = 1600
 
 _FAMILY_NAMES = [fam.name for fam in BENCHMARK_FAMILIES]
 _PROBLEMS = ["label_noise", "duplication", "format_corruption", "off_target"]
@@ -56,7 +62,7 @@ def _sample_data(rng: random.Random, seed: int) -> DataSpec:
     """60% clean data; otherwise one or two quality problems, like real scraped instruction data."""
     problems = [] if rng.random() < 0.6 else rng.sample(_PROBLEMS, rng.choice([1, 1, 2]))
     return DataSpec(
-        size=int(round(10 ** rng.uniform(2.7, 3.7))),  # 500 .. 5000 records
+        size=int(round(10 ** rng.uniform(3.0, 4.0))),  # 1,000 .. 10,000 records
         families=_family_mix(rng),
         min_level=1,
         max_level=rng.choice([2, 3, 4, 5, 5, 5]),
@@ -86,13 +92,19 @@ def _sample_hp(rng: random.Random, seed: int) -> HyperParams:
     )
 
 
-def sample_corpus_specs(count: int, seed: int = 0, max_steps: int = 500) -> list[CorpusSpec]:
-    """``count`` deterministic corpus runs; runs longer than ``max_steps`` are redrawn to bound the cost."""
+def sample_corpus_specs(
+    count: int, seed: int = 0, min_steps: int = MIN_RUN_STEPS, max_steps: int = MAX_RUN_STEPS
+) -> list[CorpusSpec]:
+    """``count`` deterministic corpus runs; a run whose schedule (records x epochs / batch) is outside
+    [``min_steps``, ``max_steps``] is redrawn, so run lengths keep the spread that data size, epochs and batch
+    size give them."""
+    if not 1 <= min_steps <= max_steps:
+        raise ValueError(f"need 1 <= min_steps <= max_steps, got {min_steps} and {max_steps}")
     rng = random.Random(seed)
     specs: list[CorpusSpec] = []
     while len(specs) < count:
         index = len(specs)
         spec = CorpusSpec(data=_sample_data(rng, seed * 1_000_003 + index), hp=_sample_hp(rng, index))
-        if spec.hp.total_steps(spec.data.size) <= max_steps:
+        if min_steps <= spec.hp.total_steps(spec.data.size) <= max_steps:
             specs.append(spec)
     return specs

@@ -80,7 +80,10 @@ def _cmd_corpus_build(args: argparse.Namespace) -> int:
     if args.strategy is not None:
         raise ValueError("--strategy: active selection applies to a grid's corpus (--grid)")
 
-    proxy = None if args.no_proxy else str(resolve_model_dir(args.proxy_model or default_proxy_dir()))
+    proxy = None if args.no_proxy else str(resolve_model_dir(args.proxy_model or default_proxy_dir("proxy")))
+    strong = (
+        None if args.no_proxy else str(resolve_model_dir(args.strong_proxy_model or default_proxy_dir("strong-proxy")))
+    )
     pool = pool_config(args, args.device or "cpu")
     init_ray(args)
     bar, progress = run_bar("corpus runs")
@@ -90,6 +93,7 @@ def _cmd_corpus_build(args: argparse.Namespace) -> int:
         args.out,
         seed=args.seed,
         proxy_model=proxy,
+        strong_proxy_model=strong,
         pool_config=pool,
         on_progress=progress,
     )
@@ -147,8 +151,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     corpus_build.add_argument("--batch", type=int, default=25, help="with --strategy: runs per batch (default 25)")
     corpus_build.add_argument("--device", help="cpu, cuda or auto (default: the grid's device; testbed: cpu)")
-    corpus_build.add_argument("--proxy-model", help="proxy model dir for the ProxyLM baseline (default: embedded)")
-    corpus_build.add_argument("--no-proxy", action="store_true", help="skip the proxy fine-tunes")
+    corpus_build.add_argument(
+        "--proxy-model", help="proxy model dir of the ProxyLM baseline (default: the embedded 7%% proxy)"
+    )
+    corpus_build.add_argument(
+        "--strong-proxy-model",
+        help="model dir of the StrongProxyLM baseline's proxy (default: the embedded 19%% strong proxy)",
+    )
+    corpus_build.add_argument("--no-proxy", action="store_true", help="skip both proxies' fine-tunes")
     add_ray_args(corpus_build)
     corpus_build.set_defaults(func=_cmd_corpus_build)
     refeature = corpus.add_parser(

@@ -8,12 +8,14 @@
   last step, mapped to a score by isotonic regression fitted on the training split.
 - ``ProxyLM``: the TuneAhead regressor on a smaller proxy model's fine-tuned score and gain plus the
   hyperparameter and static features (ProxyLM's recipe: proxy scores + dataset/config features into a regressor).
-- ``TuneAhead``: static + probe + hyperparameter features (:data:`CORPUS_FEATURES`).
+  ``StrongProxyLM`` is the same on the corpus's strong proxy (``strong_proxy_*`` columns, where a corpus has them).
+- ``TuneAhead``: static + probe + dataset-probe + hyperparameter features (:data:`CORPUS_FEATURES`; a corpus
+  without the dataset probe's columns is read without them).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -34,6 +36,7 @@ __all__ = [
     "ProxyLM",
     "ScoreModel",
     "StaticOnly",
+    "StrongProxyLM",
     "TrainMean",
     "TuneAhead",
     "corpus_models",
@@ -105,9 +108,9 @@ class FeatureGroupModel:
 
 
 class TuneAhead(FeatureGroupModel):
-    """Static descriptors + probe features + hyperparameters."""
+    """Static descriptors + the candidate's probe + its dataset's standardized probe + hyperparameters."""
 
-    groups = ("static", "probe", "hp")
+    groups = ("static", "probe", "dataset_probe", "hp")
 
 
 class StaticOnly(FeatureGroupModel):
@@ -117,23 +120,36 @@ class StaticOnly(FeatureGroupModel):
 
 
 class DynamicOnly(FeatureGroupModel):
-    """Probe (training-dynamics) features only."""
+    """Probe (training-dynamics) features only: the candidate's probe and its dataset's standardized probe."""
 
-    groups = ("probe",)
+    groups = ("probe", "dataset_probe")
 
 
 class ProxyLM(FeatureGroupModel):
     """The proxy model's fine-tuned score and gain over its base, plus hyperparameter and static features."""
 
     groups = ("hp", "static")
-    extra_features = ("proxy_score", "proxy_gain")
+    #: Column prefix of the proxy's score and base score (``proxy_score``, ``proxy_base_score``).
+    proxy = "proxy"
+
+    @property
+    def extra_features(self) -> tuple[str, ...]:
+        return (f"{self.proxy}_score", f"{self.proxy}_gain")
 
     def inputs(self, table: pd.DataFrame) -> pd.DataFrame:
-        for column in ("proxy_score", "proxy_base_score"):
+        score, base = f"{self.proxy}_score", f"{self.proxy}_base_score"
+        for column in (score, base):
             if column not in table.columns:
-                raise MetadatasetError(f"{source_of(table)}: ProxyLM needs column {column!r}")
-        proxy = pd.to_numeric(table["proxy_score"], errors="coerce")
-        return table.assign(proxy_gain=proxy - pd.to_numeric(table["proxy_base_score"], errors="coerce"))
+                raise MetadatasetError(f"{source_of(table)}: {type(self).__name__} needs column {column!r}")
+        gain = pd.to_numeric(table[score], errors="coerce") - pd.to_numeric(table[base], errors="coerce")
+        return table.assign(**{f"{self.proxy}_gain": gain})
+
+
+class StrongProxyLM(ProxyLM):
+    """ProxyLM on the corpus's strong proxy: larger and pretrained like the target, so more telling than a real
+    proxy can be (kept as an extra row so that nothing is hidden)."""
+
+    proxy = "strong_proxy"
 
 
 class EarlyStopExtrapolation:
@@ -171,13 +187,20 @@ class EarlyStopExtrapolation:
         return self.mapping.predict(self._filled(self.extrapolated_losses(table)))
 
 
-def corpus_models(config: PredictorConfig | None = None) -> dict[str, Callable[[], ScoreModel]]:
-    """TuneAhead and every baseline, by display name, as factories of unfitted models."""
-    return {
+def corpus_models(
+    config: PredictorConfig | None = None, columns: Sequence[str] | None = None
+) -> dict[str, Callable[[], ScoreModel]]:
+    """TuneAhead and every baseline, by display name, as factories of unfitted models; given a corpus's
+    ``columns``, without the strong-proxy baseline when the corpus has no strong proxy."""
+    models = {
         "TuneAhead": lambda: TuneAhead(config),
         "TrainMean": TrainMean,
         "StaticOnly": lambda: StaticOnly(config),
         "DynamicOnly": lambda: DynamicOnly(config),
         "EarlyStopExtrapolation": EarlyStopExtrapolation,
         "ProxyLM": lambda: ProxyLM(config),
+        "StrongProxyLM": lambda: StrongProxyLM(config),
     }
+    if columns is not None and "strong_proxy_score" not in columns:
+        del models["StrongProxyLM"]
+    return models

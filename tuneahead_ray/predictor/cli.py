@@ -106,7 +106,7 @@ def _cmd_cv(args: argparse.Namespace) -> int:
     table = _load_tables(args.data, args.target)
     config = _config(args)
     if args.baselines:  # fixed corpus feature groups: --drop does not apply
-        models = corpus_models(config)
+        models = corpus_models(config, table.columns)
     else:
         models = default_models(table, args.target, _dropped(args, table), config)
     report = cross_validate(

@@ -12,8 +12,10 @@ from) and the descriptors; DynamicOnly and early stop the probe; ProxyLM the pro
 neither reusable by the full run; the oracle (true scores) nothing.
 
 Reads ``--corpus`` (default ``corpus/corpus.parquet``) or, while the corpus is still being built, its fresher
-``.jsonl`` checkpoint. Prints markdown tables and writes ``benchmarks/results/accuracy.json``. Targets: RMSE/std
-<= 0.09, within ±3pp >= 95%, coverage 88-92%, RMSE >= 3x better than early stop and >= 1.4x better than ProxyLM.
+``.jsonl`` checkpoint. Prints markdown tables and writes ``benchmarks/results/accuracy.json``. Targets (issue 17):
+TuneAhead's RMSE <= 0.85x ProxyLM's (default proxy) on random and family-held-out splits, <= 2x the seed-noise
+floor of the corpus's benchmark, >= 3x lower than early stop; 90% intervals covering 88-92%. ``StrongProxyLM`` (the
+strong proxy) is reported beside them where the corpus has it.
 
     python benchmarks/accuracy.py [--corpus corpus/corpus.parquet] [--seeds 5] [--margin 1.0] [--n-jobs 1]
 """
@@ -76,18 +78,32 @@ def rmse_ratios(report: dict) -> dict[str, float]:
 
 
 def screening_costs(table: pd.DataFrame) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per screen: (cost a GO run reuses, cost it cannot) per run, in seconds; "Oracle" screens for free."""
-    probe = table["probe_seconds"].to_numpy(dtype=float)
-    descriptors = table["descriptor_seconds"].to_numpy(dtype=float)
-    proxy = table["proxy_seconds"].to_numpy(dtype=float)
+    """Per screen: (cost a GO run reuses, cost it cannot) per run, in seconds; "Oracle" screens for free.
+
+    The dataset's standardized probe is charged once per dataset: every corpus run has its own dataset, so each
+    run pays its own (a grid with several candidates per dataset shares it, see ``benchmarks/screening.py``).
+    """
     none = np.zeros(len(table))
-    return {
-        "TuneAhead": (probe, descriptors),
-        "ProxyLM": (none, proxy + descriptors),
-        "DynamicOnly": (probe, none),
+
+    def seconds(column: str) -> np.ndarray:
+        return table[column].to_numpy(dtype=float) if column in table else none
+
+    probe, descriptors, dataset_probe = (
+        seconds("probe_seconds"),
+        seconds("descriptor_seconds"),
+        seconds("dataset_probe_seconds"),
+    )
+    costs = {
+        "TuneAhead": (probe, descriptors + dataset_probe),
+        "ProxyLM": (none, seconds("proxy_seconds") + descriptors),
+        "StrongProxyLM": (none, seconds("strong_proxy_seconds") + descriptors),
+        "DynamicOnly": (probe, dataset_probe),
         "EarlyStopExtrapolation": (probe, none),
         "Oracle": (none, none),
     }
+    if "strong_proxy_seconds" not in table:
+        del costs["StrongProxyLM"]
+    return costs
 
 
 def screening(table: pd.DataFrame, report: dict, threshold: float) -> dict[str, dict[str, float]]:
@@ -117,25 +133,41 @@ def screening_table(figures: dict[str, dict[str, float]]) -> str:
     )
 
 
-def target_checks(report: dict) -> dict[str, bool]:
-    ours, ratios = report["mean"]["TuneAhead"], rmse_ratios(report)
-    return {
-        "rmse_over_std <= 0.09": ours["rmse_over_std"] <= 0.09,
-        "within_3pp >= 95%": ours["within_3pp"] >= 0.95,
+def target_checks(random: dict, family: dict, floor: dict | None) -> dict[str, bool]:
+    """The targets of the accuracy study: on random splits and with families held out, TuneAhead's RMSE at most
+    0.85x the ProxyLM-style baseline's; on random splits at most twice the seed-noise floor, at least 3x lower than
+    early-stop extrapolation, and 90% intervals covering 88-92%."""
+    ours = random["mean"]["TuneAhead"]
+    checks = {
+        "rmse <= 0.85x ProxyLM (random)": 1 / rmse_ratios(random)["ProxyLM"] <= 0.85,
+        "rmse <= 0.85x ProxyLM (families held out)": 1 / rmse_ratios(family)["ProxyLM"] <= 0.85,
+        "rmse >= 3x better than early stop": rmse_ratios(random)["EarlyStopExtrapolation"] >= 3.0,
         "coverage in 88-92%": 0.88 <= ours["coverage"] <= 0.92,
-        "rmse >= 3x better than early stop": ratios["EarlyStopExtrapolation"] >= 3.0,
-        "rmse >= 1.4x better than ProxyLM": ratios["ProxyLM"] >= 1.4,
     }
+    if floor is not None:
+        checks["rmse <= 2x seed-noise floor"] = ours["rmse"] <= 2 * floor["seed_std_pp"]
+    return checks
 
 
-def noise_floor(target_std: float) -> dict | None:
-    """The ground truth's seed noise (``benchmarks/noise_floor.py``), as the RMSE and RMSE / std no predictor of
-    the candidate can beat on average, when that benchmark has been run."""
+def corpus_benchmark_items(table: pd.DataFrame) -> int:
+    """The size of the benchmark a corpus was scored on (480 for corpora built before the column was stored)."""
+    return int(table["benchmark_items"].iloc[0]) if "benchmark_items" in table else 480
+
+
+def noise_floor(target_std: float, benchmark_items: int) -> dict | None:
+    """The ground truth's seed noise on a benchmark of ``benchmark_items`` items (``benchmarks/noise_floor.py``), as
+    the RMSE and RMSE / std no predictor of the candidate can beat on average, when that benchmark has measured it."""
     path = results_path("noise_floor")
     if not path.exists():
         return None
-    floor = read_figures(path)
+    figures = read_figures(path)
+    floor = figures.get("by_benchmark_items", {}).get(str(benchmark_items))
+    if floor is None and benchmark_items == 480 and "seed_std_pp" in figures:
+        floor = figures  # the first noise-floor results: one 480-item benchmark, no breakdown by size
+    if floor is None:
+        return None
     return {
+        "benchmark_items": benchmark_items,
         "seed_std_pp": floor["seed_std_pp"],
         "rmse_over_std_floor": floor["seed_std_pp"] / target_std,
         "within_3pp_ceiling": floor["within_3pp_ceiling"],
@@ -171,13 +203,18 @@ def main() -> int:
     print(f"corpus: {source}: {len(table)} runs, score mean {table[TARGET].mean():.2f} std {table[TARGET].std():.2f}")
     started = time.perf_counter()
     config = PredictorConfig(n_jobs=args.n_jobs, interval_method=args.interval_method)
-    models = corpus_models(config)
+    models = corpus_models(config, table.columns)
     random = cross_validate(
         table, TARGET, splits=args.seeds, test_size=args.test_size, models=models, return_predictions=True
     )
     grouped_config = config.model_copy(update={"group": GROUP})
     family = cross_validate(
-        table, TARGET, splits=args.seeds, test_size=args.test_size, group=GROUP, models=corpus_models(grouped_config)
+        table,
+        TARGET,
+        splits=args.seeds,
+        test_size=args.test_size,
+        group=GROUP,
+        models=corpus_models(grouped_config, table.columns),
     )
     figures = screening(table, random, threshold)
     seconds = time.perf_counter() - started
@@ -186,15 +223,16 @@ def main() -> int:
         print(f"\n### {title}: {args.seeds} x {args.test_size:.0%} held out\n")
         print(accuracy_table(report))
         ratios = rmse_ratios(report)
+        strong = f", StrongProxyLM {ratios['StrongProxyLM']:.2f}x" if "StrongProxyLM" in ratios else ""
         print(
             f"\nRMSE ratio vs TuneAhead: early stop {ratios['EarlyStopExtrapolation']:.2f}x, "
-            f"ProxyLM {ratios['ProxyLM']:.2f}x"
+            f"ProxyLM {ratios['ProxyLM']:.2f}x{strong} (TuneAhead / ProxyLM = {1 / ratios['ProxyLM']:.2f})"
         )
     print(f"\n### go/no-go at {threshold:.2f} pp (random splits' held-out runs)\n")
     print(screening_table(figures))
-    checks = target_checks(random)
-    print("\ntargets (random splits): " + ", ".join(f"{k}: {'met' if ok else 'missed'}" for k, ok in checks.items()))
-    floor = noise_floor(float(table[TARGET].std()))
+    floor = noise_floor(float(table[TARGET].std()), corpus_benchmark_items(table))
+    checks = target_checks(random, family, floor)
+    print("\ntargets: " + ", ".join(f"{k}: {'met' if ok else 'missed'}" for k, ok in checks.items()))
     if floor is not None:
         print(
             f"noise floor (same run, other training seeds; {floor['candidates']} candidates): seed std "

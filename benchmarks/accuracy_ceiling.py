@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository r
 import numpy as np
 import pandas as pd
 
-from benchmarks.accuracy import TARGET, add_split_arguments, load_corpus, noise_floor
+from benchmarks.accuracy import TARGET, add_split_arguments, corpus_benchmark_items, load_corpus, noise_floor
 from tests._harness.results import markdown_table, results_path, write_results
 from tuneahead_ray.features import FEATURE_GROUPS
 from tuneahead_ray.predictor import PredictorConfig, ProxyLM, ScorePredictor, evaluation_splits, regression_metrics
@@ -62,10 +62,12 @@ def with_family_mix(table: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     return pd.concat([table, shares], axis=1), list(shares.columns)
 
 
-def feature_sets(mix: list[str]) -> dict[str, list[str]]:
-    """The feature list of every model compared here, by display name (``proxy_gain`` as ProxyLM computes it)."""
+def feature_sets(mix: list[str], columns: pd.Index) -> dict[str, list[str]]:
+    """The feature list of every model compared here, by display name (``proxy_gain`` as ProxyLM computes it);
+    "probe" is the candidate's probe and, where the corpus has it, its dataset's standardized probe."""
     groups = FEATURE_GROUPS
-    static, probe, hp = list(groups["static"]), list(groups["probe"]), list(groups["hp"])
+    static, hp = list(groups["static"]), list(groups["hp"])
+    probe = [name for name in (*groups["probe"], *groups["dataset_probe"]) if name in columns]
     oracle = [*GENERATOR_KNOBS, *mix, *hp]
     return {
         "TuneAhead (static + probe + hp)": [*static, *probe, *hp],
@@ -109,7 +111,7 @@ def main() -> int:
     started = time.perf_counter()
     corpus, source = load_corpus(args.corpus)
     table, mix = with_family_mix(ProxyLM().inputs(corpus))
-    sets = feature_sets(mix)
+    sets = feature_sets(mix, table.columns)
     config = PredictorConfig(n_jobs=args.n_jobs)
     splits = evaluation_splits(len(table), args.seeds, args.test_size, seed=0)
     target_std = float(table[TARGET].std())
@@ -148,7 +150,7 @@ def main() -> int:
         )
     print("\n" + markdown_table(rows))
 
-    floor = noise_floor(target_std)
+    floor = noise_floor(target_std, corpus_benchmark_items(table))
     seed_std = 0.0 if floor is None else floor["seed_std_pp"]
     projected = {name: {f"{k}x": extrapolate(points, seed_std, k) for k in (2, 4)} for name, points in curve.items()}
     for name, values in projected.items():

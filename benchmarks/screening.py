@@ -4,7 +4,9 @@ the scheduler's speed on 100,000 and 1,000,000 candidates.
 For each seed, TuneAhead is trained on 72% of the corpus and screens the other 28%. A success is a held-out run
 whose true score reaches the threshold (default: the base model's score + 1pp). Costs are measured seconds, as in
 ``benchmarks/accuracy.py``: a full run costs ``train_seconds + eval_seconds``; screening charges every run its
-descriptors and its probe, which a GO run continues from (it pays the rest of the full run).
+descriptors, its dataset's standardized probe (once per dataset: each corpus run has its own) and its probe, which a
+GO run continues from (it pays the rest of the full run). The paper's operating point is the target: the threshold
+rule saves >= 58.4% of the compute net while keeping >= 90% of the successes; a miss prints by how much.
 
 * ``threshold`` is the paper's rule: GO when the predicted score clears the threshold.
 * ASHA is Ray Tune's ``AsyncHyperBandScheduler`` (grace period = the median probe length, reduction factor 3,
@@ -29,8 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository r
 import numpy as np
 import pandas as pd
 
+from benchmarks.accuracy import load_corpus
 from tests._harness.results import markdown_table, results_path, write_results
-from tuneahead_ray.predictor import FeatureGroupModel, TuneAhead, evaluation_splits, load_metadataset
+from tuneahead_ray.predictor import FeatureGroupModel, TuneAhead, evaluation_splits
 from tuneahead_ray.screening import select
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpus" / "corpus.parquet"
@@ -46,10 +49,11 @@ def costs(table: pd.DataFrame) -> dict[str, np.ndarray]:
     """Per run: full-run cost, probe cost, descriptor cost, per-step training cost (seconds)."""
     steps = table["loss_curve"].map(len).to_numpy(float)
     train = table["train_seconds"].to_numpy(float)
+    dataset_probe = table["dataset_probe_seconds"].to_numpy(float) if "dataset_probe_seconds" in table else 0.0
     return {
         "full": train + table["eval_seconds"].to_numpy(float),
         "probe": table["probe_seconds"].to_numpy(float),
-        "overhead": table["descriptor_seconds"].to_numpy(float),
+        "overhead": table["descriptor_seconds"].to_numpy(float) + dataset_probe,
         "step": train / np.maximum(steps, 1),
         "eval": table["eval_seconds"].to_numpy(float),
     }
@@ -175,7 +179,8 @@ def main() -> None:
     parser.add_argument("--margin", type=float, default=1.0, help="success: score >= base score + margin (pp)")
     parser.add_argument("--out", type=Path, default=results_path("screening"))
     args = parser.parse_args()
-    table = load_metadataset(args.corpus, "score")
+    table, source = load_corpus(args.corpus)
+    print(f"corpus: {source}: {len(table)} runs")
     splits = [evaluation_splits(len(table), 1, 0.28, seed)[0] for seed in range(args.seeds)]
     per_seed = [screen_split(table, train, test, args.margin, seed) for seed, (train, test) in enumerate(splits)]
     policies = list(per_seed[0]["policies"])
@@ -204,9 +209,14 @@ def main() -> None:
         )
     )
     rule = mean["threshold (paper rule)"]
+    print(
+        f"\nthreshold rule: {100 * rule['compute_saved']:.1f}% saved (target >= 58.4%: "
+        f"{100 * (rule['compute_saved'] - 0.584):+.1f} pp), {100 * rule['successes_kept']:.1f}% of successes kept "
+        f"(target >= 90%: {100 * (rule['successes_kept'] - 0.90):+.1f} pp)"
+    )
     targets = {
         "threshold: compute saved >= 58.4%": rule["compute_saved"] >= 0.584,
-        "threshold: successes kept >= 94.5%": rule["successes_kept"] >= 0.945,
+        "threshold: successes kept >= 90%": rule["successes_kept"] >= 0.90,
         "best policy beats ASHA at equal compute": max(
             mean[f"{p} @ ASHA compute"]["successes_kept"]
             for p in ("expected_gain", "success_probability", "top_k", "expected_gain + probe_budget 1/3")
@@ -217,7 +227,7 @@ def main() -> None:
     }
     print("\n" + "\n".join(f"{'met' if ok else 'MISSED'}: {name}" for name, ok in targets.items()))
     payload = {
-        "corpus": str(args.corpus.name),
+        "corpus": str(source),
         "seeds": args.seeds,
         "margin": args.margin,
         "mean": mean,

@@ -256,10 +256,14 @@ def test_reference_moves_toward_the_task_on_on_target_data_more_than_on_off_targ
     assert on["probe_ref_transfer"] < off["probe_ref_transfer"]
 
 
-def test_dataset_probe_spec_needs_a_fixed_length() -> None:
+def test_dataset_probe_spec_needs_a_fixed_length_and_keeps_the_protocol_for_unset_fields() -> None:
     with pytest.raises(ValidationError, match="max_steps"):
         DatasetProbeSpec(hp=HyperParams(epochs=1))
     assert DatasetProbeSpec().hp == DATASET_PROBE_HP and DATASET_PROBE_HP.max_steps == 20
+    shorter = DatasetProbeSpec.model_validate({"hp": {"max_steps": 5}})  # as a grid's `dataset_probe:` block
+    assert shorter.hp == DATASET_PROBE_HP.model_copy(update={"max_steps": 5})
+    with pytest.raises(ValidationError, match="lr"):
+        DatasetProbeSpec.model_validate({"hp": {"lr": -1}})
 
 
 @pytest.mark.slow

@@ -25,6 +25,7 @@ hp:
   max_seq_len: 48
   batch_size: 16
 probe: {fraction: 0.2, min_steps: 5, max_steps: 10}
+dataset_probe: {hp: {max_steps: 5}}
 threshold: 45
 policy: success_probability
 budget: {full_runs: 2}
@@ -174,9 +175,12 @@ def test_predict_grid_agrees_with_the_screening(screened: Path, grid: Path, caps
     assert all(predicted[key] == pytest.approx(screened_rows[key], abs=1e-9) for key in predicted)
 
 
-def test_a_predictor_reading_the_dataset_probe_runs_it_once_per_dataset(grid: Path, ray_session, tmp_path) -> None:
+def test_the_dataset_probe_runs_once_per_dataset_and_a_predictor_reading_it_agrees_with_predict(
+    grid: Path, ray_session, tmp_path
+) -> None:
     """A predictor of static + probe + dataset-probe + hp features: each dataset's standardized probe runs once,
-    is shared by its candidates, is charged once in the compute, and is not rerun on resume."""
+    is shared by its candidates, is charged once in the compute, is not rerun on resume, and `predict --grid`
+    computes the same features."""
     from tests._harness.metadatasets import FAST, synthetic_corpus
     from tuneahead_ray._private.store import ResultStore
     from tuneahead_ray.features import FEATURE_GROUPS
@@ -190,7 +194,7 @@ def test_a_predictor_reading_the_dataset_probe_runs_it_once_per_dataset(grid: Pa
     out = tmp_path / "out"
     assert main(["screen", str(own), "--out", str(out)]) == 0
 
-    store = ResultStore(out / "dataset_probes.parquet", key="dataset_fingerprint")
+    store = ResultStore(out / "features.dataset_probes.parquet", key="dataset_fingerprint")
     assert len(store) == 2  # two datasets, eight candidates
     summary = json.loads((out / "report.json").read_text(encoding="utf-8"))["summary"]
     assert summary["probed"] == 8
@@ -202,4 +206,13 @@ def test_a_predictor_reading_the_dataset_probe_runs_it_once_per_dataset(grid: Pa
     assert noisy["dataset_probe_initial_loss"] > clean["dataset_probe_initial_loss"]
 
     assert main(["screen", str(own), "--out", str(out)]) == 0
-    assert len((out / "dataset_probes.parquet.jsonl").read_bytes().splitlines()) == 2  # none rerun
+    assert len((out / "features.dataset_probes.parquet.jsonl").read_bytes().splitlines()) == 2  # none rerun
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))["summary"]
+    assert report["compute_s"] == spent  # charged the same when resumed
+
+    # predict --grid computes the same features (the dataset probe included) and agrees with the screening.
+    predictions = tmp_path / "predictions.json"
+    assert main(["predict", "--model-dir", str(tmp_path / "model"), "--grid", str(own), "--out", str(predictions)]) == 0
+    predicted = {row["candidate_id"]: row["prediction"] for row in json.loads(predictions.read_text())}
+    screened = json.loads((out / "report.json").read_text(encoding="utf-8"))["candidates"]
+    assert all(predicted[row["candidate_id"]] == pytest.approx(row["predicted"], abs=1e-9) for row in screened)

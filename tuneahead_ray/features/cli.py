@@ -29,6 +29,7 @@ def grid_features(
         out,
         model=grid.model,
         spec=grid.probe,
+        dataset_spec=grid.dataset_probe,
         pool_config=pool,
         cache_dir=Path(out).parent / "cache",
         on_progress=StageBars(),
@@ -48,7 +49,9 @@ def _cmd_features(args: argparse.Namespace) -> int:
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register ``features`` on the main command's sub-parsers."""
-    features = sub.add_parser("features", help="meta-feature rows (static + probe + hp) for every grid candidate")
+    features = sub.add_parser(
+        "features", help="meta-feature rows (static + dataset probe + probe + hp) for every grid candidate"
+    )
     features.add_argument("--grid", type=Path, required=True, help="grid YAML")
     features.add_argument(
         "--out",

@@ -19,7 +19,7 @@ from tuneahead_ray.constants import STAGE_DATASET_PROBES, STAGE_DESCRIPTORS, STA
 from tuneahead_ray.descriptors.pipeline import compute_descriptors
 from tuneahead_ray.features._checkpoint import open_feature_store
 from tuneahead_ray.features._hp import hp_features
-from tuneahead_ray.features._names import DESCRIPTOR_SAMPLE_SIZE
+from tuneahead_ray.features._names import DATASET_PROBE_FEATURES, DESCRIPTOR_SAMPLE_SIZE
 from tuneahead_ray.features._rows import candidate_ids, dataset_fingerprints
 from tuneahead_ray.probe import DatasetProbeSpec, ProbePool, ProbeResult, ProbeSpec
 from tuneahead_ray.schemas import Candidate, DatasetRef
@@ -27,8 +27,10 @@ from tuneahead_ray.schemas import Candidate, DatasetRef
 __all__ = [
     "ProgressFn",
     "compute_features",
+    "dataset_probe_path",
     "dataset_probe_row",
     "feature_row",
+    "probe_datasets",
     "run_dataset_probes",
     "run_descriptors",
     "run_probes",
@@ -155,28 +157,85 @@ def run_probes(
     return failures
 
 
+def dataset_probe_path(out_path: str | Path) -> Path:
+    """Where the dataset probes of a feature file are checkpointed: ``<name>.dataset_probes.parquet`` beside it."""
+    out_path = Path(out_path)
+    return out_path.with_name(f"{out_path.stem}.dataset_probes.parquet")
+
+
+def probe_datasets(
+    todo: dict[str, Candidate],
+    fingerprints: dict[Path, str],
+    static: dict[str, dict[str, float]],
+    out_path: str | Path,
+    *,
+    model: str,
+    spec: ProbeSpec,
+    dataset_spec: DatasetProbeSpec,
+    pool_config: PoolConfig | None = None,
+    on_progress: ProgressFn | None = None,
+) -> tuple[dict[str, dict[str, float]], dict[str, dict], list[WorkerFailure]]:
+    """The standardized probe of every dataset of ``todo``'s candidates, once per dataset, checkpointed at
+    :func:`dataset_probe_path` of ``out_path`` (a rerun probes only the missing ones).
+
+    Returns each of ``todo``'s datasets' descriptors with its dataset-probe features added (by fingerprint, the
+    datasets whose probe succeeded), every row of the checkpoint (by fingerprint, earlier runs' too) and one failure
+    per candidate whose dataset probe failed (remove those from ``todo``).
+    """
+    store = open_feature_store(dataset_probe_path(out_path), spec, dataset_spec, key="dataset_fingerprint")
+    datasets = {fingerprints[c.dataset.path]: c.dataset for c in todo.values()}
+    failed = {
+        f.key: f
+        for f in run_dataset_probes(
+            datasets, store, model=model, spec=spec, dataset_spec=dataset_spec, pool_config=pool_config,
+            on_progress=on_progress,
+        )
+    }  # fmt: skip
+    store.flush()
+    failures = [
+        WorkerFailure(key, f"dataset probe failed: {failed[fp].error}", failed[fp].attempts)
+        for key, candidate in todo.items()
+        if (fp := fingerprints[candidate.dataset.path]) in failed
+    ]
+    merged = {
+        key: {**static[key], **{name: store.rows[key][name] for name in DATASET_PROBE_FEATURES}}
+        for key in datasets
+        if key in store
+    }
+    return merged, dict(store.rows), failures
+
+
 def compute_features(
     candidates: list[Candidate],
     out_path: str | Path,
     *,
     model: str,
     spec: ProbeSpec,
+    dataset_spec: DatasetProbeSpec | None = None,
     pool_config: PoolConfig | None = None,
     cache_dir: str | Path | None = None,
     on_progress: ProgressFn | None = None,
 ) -> tuple[pa.Table, list[WorkerFailure]]:
     """Feature rows for every candidate, resuming from ``out_path``'s checkpoint; Ray must be initialised.
 
-    ``on_progress(stage, done, total)`` is called as descriptors and probes finish.
+    Every row also has its dataset's standardized probe features (``dataset_spec``, default
+    :class:`DatasetProbeSpec`), each dataset probed once (:func:`probe_datasets`); a candidate whose dataset probe
+    failed is a failure. ``on_progress(stage, done, total)`` is called as each stage's items finish.
     """
-    store = open_feature_store(out_path, spec)
+    dataset_spec = dataset_spec or DatasetProbeSpec()
+    store = open_feature_store(out_path, spec, dataset_spec)
     fingerprints = dataset_fingerprints(candidates)
     todo = {key: c for key, c in candidate_ids(candidates, fingerprints).items() if key not in store}
     device = pool_config.device if pool_config is not None else "auto"
     static = run_descriptors(
         todo.values(), fingerprints, model=model, cache_dir=cache_dir, device=device, on_progress=on_progress
     )
-    failures = run_probes(
+    static, _, failures = probe_datasets(
+        todo, fingerprints, static, out_path, model=model, spec=spec, dataset_spec=dataset_spec,
+        pool_config=pool_config, on_progress=on_progress,
+    )  # fmt: skip
+    todo = {key: c for key, c in todo.items() if fingerprints[c.dataset.path] in static}
+    failures += run_probes(
         todo, fingerprints, static, store, model=model, spec=spec, pool_config=pool_config, on_progress=on_progress
     )
     store.flush()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tuneahead_ray.schemas import HyperParams
 
@@ -76,8 +76,18 @@ class DatasetProbeSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     hp: HyperParams = Field(
-        DATASET_PROBE_HP, description="Fixed hyperparameters; hp.max_steps is the probe's length in steps."
+        DATASET_PROBE_HP,
+        description="Fixed hyperparameters (fields not given keep DATASET_PROBE_HP's); hp.max_steps is the probe's "
+        "length in steps.",
     )
+
+    @field_validator("hp", mode="before")
+    @classmethod
+    def _over_the_protocol(cls, value: object) -> object:
+        """``{max_steps: 10}`` changes only the length: unset fields keep the protocol's, not HyperParams' defaults."""
+        if isinstance(value, dict):
+            return {**DATASET_PROBE_HP.model_dump(), **value}
+        return value
 
     @model_validator(mode="after")
     def _fixed_length(self) -> DatasetProbeSpec:

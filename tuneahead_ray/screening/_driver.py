@@ -36,14 +36,13 @@ from tuneahead_ray.constants import (
     Policy,
 )
 from tuneahead_ray.features import (
-    DATASET_PROBE_FEATURES,
     STATIC_FEATURES,
     candidate_ids,
     dataset_fingerprints,
     hp_features,
     open_feature_store,
 )
-from tuneahead_ray.features.compute import ProgressFn, run_dataset_probes, run_descriptors, run_probes
+from tuneahead_ray.features.compute import ProgressFn, probe_datasets, run_descriptors, run_probes
 from tuneahead_ray.predictor import Explainer
 from tuneahead_ray.schemas import Candidate
 from tuneahead_ray.screening._costs import budget_seconds, dataset_probe_costs, run_costs
@@ -80,8 +79,8 @@ class ScreeningState:
     chosen: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     #: The probe rows' checkpoint (``<out_dir>/features.parquet``): earlier runs' probes and this one's.
     store: ResultStore | None = None
-    #: The dataset probes' rows by dataset fingerprint (``<out_dir>/dataset_probes.parquet``; empty when the
-    #: predictor does not read them).
+    #: The dataset probes' rows by dataset fingerprint (``<out_dir>/features.dataset_probes.parquet``: this run's
+    #: and earlier ones').
     dataset_probes: dict[str, dict] = field(default_factory=dict)
     failures: list[WorkerFailure] = field(default_factory=list)
     #: Worker-seconds the GO runs may use (budgeted policies), from the grid's budget.
@@ -150,44 +149,25 @@ def _choose_probes(state: ScreeningState) -> None:
 
 
 def _probe_datasets(state: ScreeningState) -> None:
-    """The standardized probe of every dataset with a chosen candidate, once per dataset and checkpointed, when the
-    full predictor reads its features; its failure fails that dataset's candidates."""
-    if not any(name in DATASET_PROBE_FEATURES for name in state.predictors.full.features):
-        return
-    grid, table = state.grid, state.table
-    chosen = table.loc[state.chosen, "dataset_fingerprint"].unique()
-    datasets = {c.dataset.path: c.dataset for c in state.candidates.values()}
-    by_fingerprint = {state.fingerprints[path]: dataset for path, dataset in datasets.items()}
-    store = open_feature_store(
-        state.out_dir / "dataset_probes.parquet", grid.probe, grid.dataset_probe, key="dataset_fingerprint"
-    )
+    """The standardized probe of every dataset with a chosen candidate not probed yet, once per dataset and
+    checkpointed; its features join the dataset's descriptors, and its failure fails that dataset's candidates."""
+    grid, out_dir = state.grid, state.out_dir
+    state.store = store = open_feature_store(out_dir / "features.parquet", grid.probe, grid.dataset_probe)
+    todo = {key: state.candidates[key] for key in state.table["candidate_id"][state.chosen] if key not in store}
     started = state.clock()
-    failures = run_dataset_probes(
-        {key: by_fingerprint[key] for key in chosen},
-        store,
-        model=grid.model,
-        spec=grid.probe,
-        dataset_spec=grid.dataset_probe,
-        pool_config=state.pool_config,
-        on_progress=state.on_progress,
-    )
-    store.flush()
-    state.dataset_probes = {key: store.rows[key] for key in chosen if key in store}
-    failed = {f.key: f for f in failures}
-    doomed = state.chosen & table["dataset_fingerprint"].isin(list(failed)).to_numpy()
-    for key, fingerprint in zip(
-        table.loc[doomed, "candidate_id"], table.loc[doomed, "dataset_fingerprint"], strict=True
-    ):
-        failure = failed[fingerprint]
-        state.failures.append(WorkerFailure(key, f"dataset probe failed: {failure.error}", failure.attempts))
-    state.chosen = state.chosen & ~doomed
+    static, state.dataset_probes, state.failures = probe_datasets(
+        todo, state.fingerprints, state.static, out_dir / "features.parquet", model=grid.model, spec=grid.probe,
+        dataset_spec=grid.dataset_probe, pool_config=state.pool_config, on_progress=state.on_progress,
+    )  # fmt: skip
+    state.static = {**state.static, **static}
+    failed = {f.key for f in state.failures}
+    state.chosen = state.chosen & ~state.table["candidate_id"].isin(failed).to_numpy()
     state.timing_s[STAGE_DATASET_PROBES] = state.clock() - started
 
 
 def _probe(state: ScreeningState) -> None:
     """Probe the chosen candidates not already in the checkpoint, each row checkpointed as it finishes."""
-    grid, out_dir = state.grid, state.out_dir
-    state.store = store = open_feature_store(out_dir / "features.parquet", grid.probe)
+    grid, out_dir, store = state.grid, state.out_dir, state.store
     todo = {key: state.candidates[key] for key in state.table["candidate_id"][state.chosen] if key not in store}
     probe_started = state.clock()
     state_dirs = {key: str(probe_state_dir(out_dir, key)) for key in todo} if grid.keep_probe_state else None
@@ -214,11 +194,6 @@ def _join_probes(state: ScreeningState) -> None:
     probe_columns = [c for c in probe_rows.columns if c not in table.columns]
     if not probe_rows.empty:
         table = table.merge(probe_rows[["candidate_id", *probe_columns]], on="candidate_id", how="left")
-    if state.dataset_probes:
-        dataset_rows = pd.DataFrame(list(state.dataset_probes.values()))[
-            ["dataset_fingerprint", *DATASET_PROBE_FEATURES]
-        ]
-        table = table.merge(dataset_rows, on="dataset_fingerprint", how="left")
     failed = {f.key: f.error for f in state.failures}
     table["error"] = [failed.get(key, "") for key in table["candidate_id"]]
     in_store = table["candidate_id"].isin(rows)
@@ -257,7 +232,9 @@ def _price(state: ScreeningState) -> None:
     table, grid = state.table, state.grid
     full_cost, table["probe_cost_s"], table["go_cost_s"] = run_costs(table, grid.cost)
     table["full_cost_s"] = full_cost
-    state.dataset_probe_cost_s = sum(dataset_probe_costs(list(state.dataset_probes.values()), grid.cost))
+    probed = table.loc[table["stage"].eq(PROBED), "dataset_fingerprint"].unique()
+    rows = [state.dataset_probes[key] for key in probed if key in state.dataset_probes]
+    state.dataset_probe_cost_s = sum(dataset_probe_costs(rows, grid.cost))
     state.budget_s = budget_seconds(grid.budget, full_cost) if grid.budget is not None else None
 
 

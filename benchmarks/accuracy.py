@@ -150,8 +150,14 @@ def target_checks(random: dict, family: dict, floor: dict | None) -> dict[str, b
 
 
 def corpus_benchmark_items(table: pd.DataFrame) -> int:
-    """The size of the benchmark a corpus was scored on (480 for corpora built before the column was stored)."""
-    return int(table["benchmark_items"].iloc[0]) if "benchmark_items" in table else 480
+    """The size of the benchmark a corpus was scored on (480 for corpora built before the column was stored); a
+    corpus whose runs were scored on several sizes is an error."""
+    if "benchmark_items" not in table:
+        return 480
+    sizes = table["benchmark_items"].unique()
+    if len(sizes) != 1 or pd.isna(sizes[0]):
+        raise ValueError(f"the corpus mixes benchmark sizes {sorted(map(str, sizes))}: its scores are not comparable")
+    return int(sizes[0])
 
 
 def noise_floor(target_std: float, benchmark_items: int) -> dict | None:

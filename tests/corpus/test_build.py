@@ -54,3 +54,20 @@ def test_a_corpus_worker_without_proxies_leaves_their_columns_empty() -> None:
     spec = CorpusSpec(data=DataSpec(size=40, seed=1), hp=HyperParams(lr=3e-3, max_steps=4, batch_size=8))
     row = worker.run(spec, ProbeSpec(min_steps=2, max_steps=2, interval=2, reference_size=8))
     assert all(row[f"{p}_{c}"] is None for p in ("proxy", "strong_proxy") for c in ("score", "base_score", "seconds"))
+
+
+def test_a_corpus_scored_on_another_benchmark_is_not_resumed(tmp_path) -> None:
+    """Resuming must not mix ground truths: a corpus whose protocol records the 480-item benchmark is refused."""
+    import json
+
+    from tuneahead_ray.corpus import build_corpus
+    from tuneahead_ray.corpus._build import ground_truth_protocol
+    from tuneahead_ray.features import FeatureProtocolError, feature_protocol
+    from tuneahead_ray.probe import DatasetProbeSpec
+
+    (tmp_path / "corpus.parquet.jsonl").write_text(json.dumps({"candidate_id": "old", "score": 40.0}) + "\n")
+    older = ground_truth_protocol("default", None, None) | {"benchmark": {"kind": "testbed", "items_per_cell": 16}}
+    protocol = feature_protocol(ProbeSpec(), DatasetProbeSpec(), older)
+    (tmp_path / "corpus.parquet.protocol.json").write_text(json.dumps(protocol))
+    with pytest.raises(FeatureProtocolError, match=r"ground_truth\.benchmark"):
+        build_corpus(1, tmp_path)

@@ -264,6 +264,10 @@ def test_dataset_probe_spec_needs_a_fixed_length_and_keeps_the_protocol_for_unse
     assert shorter.hp == DATASET_PROBE_HP.model_copy(update={"max_steps": 5})
     with pytest.raises(ValidationError, match="lr"):
         DatasetProbeSpec.model_validate({"hp": {"lr": -1}})
+    with pytest.raises(ValidationError, match="2..1000 steps, got 1"):
+        DatasetProbeSpec.model_validate({"hp": {"max_steps": 1}})
+    measured = shorter.probe_spec(ProbeSpec())  # every one of its 5 steps, at least two measurement points
+    assert (measured.steps_for(5), measured.interval_for(5)) == (5, 2)
 
 
 @pytest.mark.slow

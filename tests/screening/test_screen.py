@@ -194,7 +194,7 @@ def test_the_dataset_probe_runs_once_per_dataset_and_a_predictor_reading_it_agre
     out = tmp_path / "out"
     assert main(["screen", str(own), "--out", str(out)]) == 0
 
-    store = ResultStore(out / "features.dataset_probes.parquet", key="dataset_fingerprint")
+    store = ResultStore(out / "features.dataset_probes.parquet", key="dataset_probe_id")
     assert len(store) == 2  # two datasets, eight candidates
     summary = json.loads((out / "report.json").read_text(encoding="utf-8"))["summary"]
     assert summary["probed"] == 8

@@ -190,7 +190,7 @@ def test_benchmark_is_deterministic_complete_and_correct() -> None:
 def test_benchmarks_are_nested_so_the_first_480_items_are_kept() -> None:
     small, first, large = benchmark_items(2), benchmark_items(16), benchmark_items()
     assert len(small) == 6 * 5 * 2 and len(first) == 480
-    # Every cell of a larger benchmark starts with the cell of a smaller one.
+    # Every cell starts with the 480-item benchmark's cell (or a prefix of it).
     for cell in range(6 * 5):
         assert small[2 * cell : 2 * cell + 2] == first[16 * cell : 16 * cell + 2]
         assert first[16 * cell : 16 * cell + 16] == large[160 * cell : 160 * cell + 16]

@@ -24,12 +24,12 @@ from tuneahead_ray.data import write_jsonl
 from tuneahead_ray.descriptors.model_pass import ModelScorer, describe_sample
 from tuneahead_ray.descriptors.pipeline import describe_table
 from tuneahead_ray.evaluation import TestbedSpec
-from tuneahead_ray.features import DESCRIPTOR_SAMPLE_SIZE, hp_features
+from tuneahead_ray.features import DESCRIPTOR_SAMPLE_SIZE, hp_features, open_feature_store
 from tuneahead_ray.probe import DatasetProbeSpec, ProbeResult, ProbeSpec, RunWorker
 from tuneahead_ray.schemas import Candidate, DatasetRef, HyperParams
 from tuneahead_ray.testbed import benchmark_items, generate_records
 
-__all__ = ["CorpusWorker", "build_corpus", "run_corpus_jobs", "PROXY_MAX_STEPS"]
+__all__ = ["CorpusWorker", "build_corpus", "ground_truth_protocol", "run_corpus_jobs", "PROXY_MAX_STEPS"]
 
 #: The ProxyLM-style baseline fine-tunes a smaller proxy model on the same data for at most this many steps.
 PROXY_MAX_STEPS = 100
@@ -176,6 +176,17 @@ class CorpusWorker:
         }
 
 
+def ground_truth_protocol(model: str, proxy_model: str | None, strong_proxy_model: str | None) -> dict:
+    """How a testbed corpus's ground truth is measured: the benchmark and the models by directory name (the same
+    on every machine)."""
+    return {
+        "benchmark": TestbedSpec().model_dump(mode="json"),
+        "model": Path(model).name,
+        "proxy_model": Path(proxy_model).name if proxy_model else None,
+        "strong_proxy_model": Path(strong_proxy_model).name if strong_proxy_model else None,
+    }
+
+
 def _dataset_probe_columns(result: ProbeResult) -> dict:
     """The dataset probe's features and what it cost (its seconds, charged once per dataset)."""
     return {**result.features, "dataset_probe_seconds": result.probe_seconds}
@@ -210,9 +221,18 @@ def build_corpus(
     pool_config: PoolConfig | None = None,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> tuple[pa.Table, list[WorkerFailure]]:
-    """Sample ``runs`` corpus runs and compute the missing ones into ``out_dir/corpus.parquet``; Ray must be up."""
-    store = ResultStore(Path(out_dir) / "corpus.parquet")
+    """Sample ``runs`` corpus runs and compute the missing ones into ``out_dir/corpus.parquet``; Ray must be up.
+
+    The corpus records its protocol (probe, dataset probe, descriptors, benchmark, base model and proxies) beside
+    it, and resuming a corpus built under another one is refused: its scores would not be comparable.
+    """
     probe_spec = probe_spec or ProbeSpec()
+    store = open_feature_store(
+        Path(out_dir) / "corpus.parquet",
+        probe_spec,
+        DatasetProbeSpec(),
+        ground_truth=ground_truth_protocol(model, proxy_model, strong_proxy_model),
+    )
     todo = [spec for spec in sample_corpus_specs(runs, seed) if spec.run_id() not in store]
     jobs = [(spec.run_id(), (spec, probe_spec)) for spec in todo]
     init = (model, proxy_model, (pool_config or PoolConfig(device="cpu")).device, strong_proxy_model)

@@ -18,10 +18,10 @@ class FeatureProtocolError(ValueError):
     """A feature checkpoint computed under another protocol than the one asked for now."""
 
 
-def feature_protocol(spec: BaseModel, dataset_probe: BaseModel | None = None) -> dict:
-    """What every stored feature row depends on besides its candidate: the probe spec (and the dataset probe's, for
-    dataset-probe rows) and the descriptors' version and sample size. Rows computed under different protocols are
-    not comparable."""
+def feature_protocol(spec: BaseModel, dataset_probe: BaseModel | None = None, ground_truth: dict | None = None) -> dict:
+    """What every stored feature row depends on besides its candidate: the probe spec (and the dataset probe's), the
+    descriptors' version and sample size and, for a corpus, how its ground truth was measured (``ground_truth``:
+    benchmark, proxies). Rows computed under different protocols are not comparable."""
     protocol = {
         "probe": spec.model_dump(mode="json"),
         "descriptors_version": DESCRIPTORS_VERSION,
@@ -29,6 +29,8 @@ def feature_protocol(spec: BaseModel, dataset_probe: BaseModel | None = None) ->
     }
     if dataset_probe is not None:
         protocol["dataset_probe"] = dataset_probe.model_dump(mode="json")
+    if ground_truth is not None:
+        protocol["ground_truth"] = ground_truth
     return protocol
 
 
@@ -41,7 +43,11 @@ def _flat(protocol: dict) -> dict:
 
 
 def open_feature_store(
-    path: str | Path, spec: BaseModel, dataset_probe: BaseModel | None = None, key: str = "candidate_id"
+    path: str | Path,
+    spec: BaseModel,
+    dataset_probe: BaseModel | None = None,
+    key: str = "candidate_id",
+    ground_truth: dict | None = None,
 ) -> ResultStore:
     """The feature checkpoint at ``path`` for resuming (rows keyed by ``key``), with its protocol recorded beside it.
 
@@ -50,7 +56,7 @@ def open_feature_store(
     """
     store = ResultStore(path, key)
     protocol_path = store.parquet_path.with_name(store.parquet_path.name + ".protocol.json")
-    protocol = feature_protocol(spec, dataset_probe)
+    protocol = feature_protocol(spec, dataset_probe, ground_truth)
     remedy = f"delete {store.parquet_path} and {store.checkpoint_path} (or write elsewhere) to recompute"
     if protocol_path.exists():
         saved = json.loads(protocol_path.read_text(encoding="utf-8"))

@@ -22,11 +22,12 @@ from tuneahead_ray.features._hp import hp_features
 from tuneahead_ray.features._names import DATASET_PROBE_FEATURES, DESCRIPTOR_SAMPLE_SIZE
 from tuneahead_ray.features._rows import candidate_ids, dataset_fingerprints
 from tuneahead_ray.probe import DatasetProbeSpec, ProbePool, ProbeResult, ProbeSpec
-from tuneahead_ray.schemas import Candidate, DatasetRef
+from tuneahead_ray.schemas import Candidate, DatasetRef, content_hash
 
 __all__ = [
     "ProgressFn",
     "compute_features",
+    "dataset_probe_id",
     "dataset_probe_path",
     "dataset_probe_row",
     "feature_row",
@@ -64,9 +65,18 @@ def feature_row(candidate: Candidate, fingerprint: str, static: dict[str, float]
     }
 
 
-def dataset_probe_row(fingerprint: str, probe: ProbeResult) -> dict:
-    """One dataset's row: its content fingerprint, its standardized probe's features and what the probe cost."""
+def dataset_probe_id(model: str, fingerprint: str) -> str:
+    """The key of a dataset probe's row: the base model and the dataset's content (the same data probed on another
+    model is another row)."""
+    return content_hash({"model": model, "dataset": fingerprint})
+
+
+def dataset_probe_row(model: str, fingerprint: str, probe: ProbeResult) -> dict:
+    """One dataset's row: its key, base model and content fingerprint, its standardized probe's features and what
+    the probe cost."""
     return {
+        "dataset_probe_id": dataset_probe_id(model, fingerprint),
+        "model": model,
         "dataset_fingerprint": fingerprint,
         **probe.features,
         "dataset_probe_seconds": probe.probe_seconds,
@@ -84,9 +94,10 @@ def run_dataset_probes(
     pool_config: PoolConfig | None = None,
     on_progress: ProgressFn | None = None,
 ) -> list[WorkerFailure]:
-    """The standardized probe of every dataset of ``datasets`` (by fingerprint) not in ``store`` yet, on the actor
-    pool, each row appended to ``store`` (keyed by ``dataset_fingerprint``) as it finishes."""
-    todo = {key: dataset for key, dataset in datasets.items() if key not in store}
+    """The standardized probe on ``model`` of every dataset of ``datasets`` (by fingerprint) not in ``store`` yet, on
+    the actor pool, each row appended to ``store`` (keyed by :func:`dataset_probe_id`) as it finishes; failures are
+    keyed by fingerprint."""
+    todo = {key: dataset for key, dataset in datasets.items() if dataset_probe_id(model, key) not in store}
     failures: list[WorkerFailure] = []
     if not todo:
         return failures
@@ -96,7 +107,7 @@ def run_dataset_probes(
             if isinstance(result, WorkerFailure):
                 failures.append(result)
             else:
-                store.append(dataset_probe_row(key, result))
+                store.append(dataset_probe_row(model, key, result))
             if on_progress is not None:
                 on_progress(STAGE_DATASET_PROBES, done, len(todo))
     finally:
@@ -179,10 +190,10 @@ def probe_datasets(
     :func:`dataset_probe_path` of ``out_path`` (a rerun probes only the missing ones).
 
     Returns each of ``todo``'s datasets' descriptors with its dataset-probe features added (by fingerprint, the
-    datasets whose probe succeeded), every row of the checkpoint (by fingerprint, earlier runs' too) and one failure
-    per candidate whose dataset probe failed (remove those from ``todo``).
+    datasets whose probe succeeded), every row of the checkpoint on ``model`` (by fingerprint, earlier runs' too)
+    and one failure per candidate whose dataset probe failed (remove those from ``todo``).
     """
-    store = open_feature_store(dataset_probe_path(out_path), spec, dataset_spec, key="dataset_fingerprint")
+    store = open_feature_store(dataset_probe_path(out_path), spec, dataset_spec, key="dataset_probe_id")
     datasets = {fingerprints[c.dataset.path]: c.dataset for c in todo.values()}
     failed = {
         f.key: f
@@ -197,12 +208,13 @@ def probe_datasets(
         for key, candidate in todo.items()
         if (fp := fingerprints[candidate.dataset.path]) in failed
     ]
+    rows = {row["dataset_fingerprint"]: row for row in store.rows.values() if row["model"] == model}
     merged = {
-        key: {**static[key], **{name: store.rows[key][name] for name in DATASET_PROBE_FEATURES}}
+        key: {**static[key], **{name: rows[key][name] for name in DATASET_PROBE_FEATURES}}
         for key in datasets
-        if key in store
+        if key in rows
     }
-    return merged, dict(store.rows), failures
+    return merged, rows, failures
 
 
 def compute_features(

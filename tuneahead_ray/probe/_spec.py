@@ -6,7 +6,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from tuneahead_ray.schemas import HyperParams
 
-__all__ = ["DATASET_PROBE_HP", "DatasetProbeSpec", "ProbeSpec"]
+__all__ = ["DATASET_PROBE_HP", "MAX_DATASET_PROBE_STEPS", "DatasetProbeSpec", "ProbeSpec"]
+
+#: The longest dataset probe: it is charged on top of every candidate's own probe, so it stays short.
+MAX_DATASET_PROBE_STEPS = 1000
 
 #: The per-dataset probe's fixed hyperparameters: a middle-of-the-road LoRA (rank 8 on the attention projections,
 #: lr 3e-3, constant) for 20 steps of 16 sequences.
@@ -91,6 +94,15 @@ class DatasetProbeSpec(BaseModel):
 
     @model_validator(mode="after")
     def _fixed_length(self) -> DatasetProbeSpec:
-        if self.hp.max_steps is None:
-            raise ValueError("hp.max_steps: the dataset probe needs a fixed number of steps")
+        if self.hp.max_steps is None or not 2 <= self.hp.max_steps <= MAX_DATASET_PROBE_STEPS:
+            raise ValueError(
+                f"hp.max_steps: the dataset probe needs a fixed length of 2..{MAX_DATASET_PROBE_STEPS} steps, "
+                f"got {self.hp.max_steps}"
+            )
         return self
+
+    def probe_spec(self, spec: ProbeSpec) -> ProbeSpec:
+        """The candidates' probe spec, measuring every one of this probe's steps (validated)."""
+        steps = self.hp.max_steps
+        fields = {**spec.model_dump(), "fraction": 1.0, "min_steps": min(spec.min_steps, steps), "max_steps": steps}
+        return ProbeSpec.model_validate(fields)

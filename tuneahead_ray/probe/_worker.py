@@ -191,9 +191,7 @@ class RunWorker:
         ``hp.max_steps`` steps on ``dataset``, measured like a candidate's probe; its features are named
         ``dataset_probe_*`` (:data:`~tuneahead_ray.features.DATASET_PROBE_FEATURES`)."""
         candidate = Candidate(model=self.model_name, dataset=dataset, hp=dataset_spec.hp)
-        steps = dataset_spec.hp.max_steps
-        whole = spec.model_copy(update={"fraction": 1.0, "min_steps": min(spec.min_steps, steps), "max_steps": steps})
-        result = self.probe(candidate, whole)
+        result = self.probe(candidate, dataset_spec.probe_spec(spec))
         features = {dataset_probe_name(name): value for name, value in result.features.items()}
         return result.model_copy(update={"features": {name: features[name] for name in DATASET_PROBE_FEATURES}})
 

@@ -2,9 +2,8 @@
 checkpointed as it goes.
 
 ``screen`` is the list of its stages, each a function of the :class:`ScreeningState` they hand on: identify the
-candidates, describe their datasets, choose the probes, probe the chosen candidates' datasets (once each, when the
-predictor reads the dataset probe's features), probe, join the probe features, predict, price the runs, decide,
-explain.
+candidates, describe their datasets, choose the probes, probe the chosen candidates' datasets (the standardized
+probe, once per dataset), probe, join the probe features, predict, price the runs, decide, explain.
 
 Every probed candidate is appended to ``<out>/features.parquet``'s checkpoint the moment it finishes, and
 descriptors are cached by dataset content, so a killed screening resumes without redoing work. Everything after
@@ -91,7 +90,7 @@ class ScreeningState:
     dataset_probe_cost_s: float = 0.0
     explanations: dict[str, dict] = field(default_factory=dict)
     importance: dict[str, float] = field(default_factory=dict)
-    #: Seconds per stage (descriptors, probes) and in total.
+    #: Seconds per stage (descriptors, dataset probes, probes) and in total.
     timing_s: dict[str, float] = field(default_factory=dict)
 
 

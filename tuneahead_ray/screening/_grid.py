@@ -96,8 +96,8 @@ class GridSpec(BaseModel):
     probe: ProbeSpec = Field(default_factory=ProbeSpec)
     dataset_probe: DatasetProbeSpec = Field(
         default_factory=DatasetProbeSpec,
-        description="The per-dataset standardized probe (fixed hyperparameters), run once per dataset when the "
-        "predictor reads its features (dataset_probe_*).",
+        description="The per-dataset standardized probe (fixed hyperparameters; fields not given keep the "
+        "protocol's), run once per dataset with a candidate to probe; its features are dataset_probe_*.",
     )
     benchmark: BenchmarkSpec | None = Field(
         None,

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from tuneahead_ray.features import CORPUS_FEATURES
+from tuneahead_ray.features import CORPUS_FEATURES, DATASET_PROBE_FEATURES
 from tuneahead_ray.schemas import Candidate, DatasetRef
 from tuneahead_ray.serve._config import ServeConfig
 from tuneahead_ray.serve._errors import ApiError
@@ -63,9 +63,10 @@ def model_features_of(rows: Sequence[Mapping[str, Any]], features: Sequence[str]
 
 
 class CandidateFeaturizer:
-    """Loads the base model once; a candidate's meta-feature row is its dataset's static descriptors (cached
-    per dataset content), its probe features and its hyperparameters, as produced by ``tuneahead-ray features``.
-    ``model_features`` (the served model's columns) must all be corpus features.
+    """Loads the base model once; a candidate's meta-feature row is its dataset's static descriptors and, when the
+    served model reads them, its dataset's standardized probe features (both cached per dataset content), its probe
+    features and its hyperparameters, as produced by ``tuneahead-ray features``. ``model_features`` (the served
+    model's columns) must all be corpus features.
 
     Probes run one at a time (they attach adapters to the one model). torch is imported here, not at module
     level, so that the prediction replicas never load it.
@@ -74,7 +75,7 @@ class CandidateFeaturizer:
     def __init__(
         self, base_model: str, probe: Mapping[str, float], device: str = "auto", model_features: Sequence[str] = ()
     ) -> None:
-        from tuneahead_ray.probe import ProbeSpec, RunWorker
+        from tuneahead_ray.probe import DatasetProbeSpec, ProbeSpec, RunWorker
 
         unavailable = [name for name in model_features if name not in CORPUS_FEATURES]
         if unavailable:  # refuse at deploy time rather than after every probe
@@ -83,6 +84,8 @@ class CandidateFeaturizer:
                 " serve it without data_root"
             )
         self.spec = ProbeSpec.model_validate(dict(probe))
+        #: The corpus's dataset-probe protocol, run only for a model that reads its features.
+        self.dataset_spec = DatasetProbeSpec() if set(model_features) & set(DATASET_PROBE_FEATURES) else None
         self.base_model, self.device = base_model, device
         self.worker = RunWorker(base_model, device)
         self._descriptors: OrderedDict[tuple[str, str], dict[str, float]] = OrderedDict()
@@ -93,7 +96,10 @@ class CandidateFeaturizer:
 
         key = (fingerprint, dataset.format)
         if key not in self._descriptors:
-            self._descriptors[key] = compute_descriptors(dataset, self.base_model, use_ray=False, device=self.device)
+            static = compute_descriptors(dataset, self.base_model, use_ray=False, device=self.device)
+            if self.dataset_spec is not None:
+                static |= self.worker.dataset_probe(dataset, self.spec, self.dataset_spec).features
+            self._descriptors[key] = static
             while len(self._descriptors) > _DESCRIPTOR_CACHE_SIZE:
                 self._descriptors.popitem(last=False)
         self._descriptors.move_to_end(key)

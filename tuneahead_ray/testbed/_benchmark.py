@@ -15,7 +15,7 @@ BENCHMARK_SEED = 20_261_128
 #: Items per (family, level) cell of the default benchmark: 6 x 5 x 160 = 4,800 items, so that the binomial
 #: standard error of a score near 50% is 0.7pp (MMLU's 14,042 items: 0.4pp).
 ITEMS_PER_CELL = 160
-#: The first benchmark had 16 items per cell (480 items); every larger one starts each cell with those 16.
+#: The first benchmark had 16 items per cell (480 items); every benchmark starts each cell with (a prefix of) them.
 _CORE_PER_CELL = 16
 
 
@@ -40,9 +40,10 @@ def _cells(seed: int, per_cell: int) -> list[list[tuple[str, str]]]:
 def benchmark_items(items_per_cell: int = ITEMS_PER_CELL) -> tuple[BenchmarkItem, ...]:
     """``items_per_cell`` clean items for every (benchmark family, level), cell by cell.
 
-    Benchmarks are nested: each cell starts with the same 16 items (the original 480-item benchmark), and a
-    larger one continues every cell from a second fixed stream, so a smaller benchmark is a subset of a larger one.
-    Cells whose item space is small (the 16 entities of a knowledge level, the 100 sums of level 1) repeat items,
+    Every cell starts with the same 16 items (the original 480-item benchmark, of which a smaller benchmark takes a
+    prefix of each cell), so every benchmark of at least 16 items per cell contains the 480-item one; the items past
+    16 come from a second fixed stream shared by the cells, so they differ between sizes. Cells whose item space is
+    small (the 16 entities of a knowledge level, the 100 sums of level 1) repeat items,
     which weights them evenly rather than adding new ones.
     """
     if items_per_cell < 1:

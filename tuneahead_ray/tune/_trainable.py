@@ -7,19 +7,21 @@ and at the last step the benchmark ``score`` (with ``base_score``). ``step`` is 
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
 
 from ray import tune
 
+from tuneahead_ray._private.atomic import write_text_atomic
 from tuneahead_ray._private.cache import cache_root
 from tuneahead_ray.descriptors.pipeline import compute_descriptors
 from tuneahead_ray.evaluation import Benchmark
 from tuneahead_ray.features import DESCRIPTOR_SAMPLE_SIZE
 from tuneahead_ray.features.compute import feature_row
-from tuneahead_ray.probe import ProbeResult, ProbeSpec, RunWorker
-from tuneahead_ray.schemas import Candidate, DatasetRef, HyperParams
+from tuneahead_ray.probe import DatasetProbeSpec, ProbeResult, ProbeSpec, RunWorker
+from tuneahead_ray.schemas import Candidate, DatasetRef, HyperParams, content_hash
 from tuneahead_ray.training import StepRecord
 from tuneahead_ray.tune._scheduler import FEATURES_KEY
 
@@ -39,6 +41,24 @@ def _static(candidate: Candidate, device: str, cache_dir: Path) -> dict[str, flo
     )
 
 
+def _dataset_probe(
+    worker: RunWorker, candidate: Candidate, fingerprint: str, spec: ProbeSpec, dataset_spec: DatasetProbeSpec,
+    cache_dir: Path,
+) -> dict[str, float]:  # fmt: skip
+    """The dataset's standardized probe features, cached on disk by model, content and protocol (trials on the same
+    dataset share one)."""
+    key = content_hash(
+        {"model": candidate.model, "dataset": fingerprint, "probe": spec.model_dump(mode="json"),
+         "dataset_probe": dataset_spec.model_dump(mode="json")}
+    )  # fmt: skip
+    path = cache_dir / f"dataset-probe-{key}.json"
+    if path.is_file():
+        return json.loads(path.read_text(encoding="utf-8"))
+    features = worker.dataset_probe(candidate.dataset, spec, dataset_spec).features
+    write_text_atomic(json.dumps(features), path)
+    return features
+
+
 def lora_trainable(config: dict[str, Any]) -> None:
     """Train one candidate and report to Tune (see the module docstring). ``config`` keys:
 
@@ -48,6 +68,8 @@ def lora_trainable(config: dict[str, Any]) -> None:
     * ``probe``: :class:`~tuneahead_ray.probe.ProbeSpec` fields (the default probe, as the corpus);
     * ``benchmark``: a ``benchmark:`` block (default: the model's own, the testbed's for the embedded model);
     * ``report_every`` (10): steps between loss reports after the probe; ``device`` (``"auto"``);
+    * ``dataset_probe``: :class:`~tuneahead_ray.probe.DatasetProbeSpec` fields (the default: the corpus's
+      protocol), run once per dataset and cached beside the descriptors;
     * ``descriptor_cache``: where descriptors are cached (default ``$TUNEAHEAD_CACHE/descriptors``).
     """
     candidate = Candidate(
@@ -61,9 +83,12 @@ def lora_trainable(config: dict[str, Any]) -> None:
     if every < 1:
         raise ValueError(f"report_every: {every} must be >= 1")
     device = config.get("device", "auto")
-    static = _static(candidate, device, Path(config.get("descriptor_cache", cache_root() / "descriptors")))
+    dataset_spec = DatasetProbeSpec.model_validate(config.get("dataset_probe", {}))
+    cache_dir = Path(config.get("descriptor_cache", cache_root() / "descriptors"))
+    static = _static(candidate, device, cache_dir)
     worker = RunWorker(candidate.model, device)
     fingerprint = candidate.dataset.fingerprint()
+    static = {**static, **_dataset_probe(worker, candidate, fingerprint, spec, dataset_spec, cache_dir)}
     total_steps = 0
 
     def on_probe(probe: ProbeResult, losses: list[float]) -> None:

@@ -179,8 +179,7 @@ def test_the_dataset_probe_runs_once_per_dataset_and_a_predictor_reading_it_agre
     grid: Path, ray_session, tmp_path
 ) -> None:
     """A predictor of static + probe + dataset-probe + hp features: each dataset's standardized probe runs once,
-    is shared by its candidates, is charged once in the compute, is not rerun on resume, and `predict --grid`
-    computes the same features."""
+    is shared by its candidates, is charged once in the compute, and `predict --grid` resumes the same features."""
     from tests._harness.metadatasets import FAST, synthetic_corpus
     from tuneahead_ray._private.store import ResultStore
     from tuneahead_ray.features import FEATURE_GROUPS
@@ -188,11 +187,12 @@ def test_the_dataset_probe_runs_once_per_dataset_and_a_predictor_reading_it_agre
 
     features = [name for group in ("static", "probe", "dataset_probe", "hp") for name in FEATURE_GROUPS[group]]
     save_predictor(ScorePredictor(features, FAST).fit(synthetic_corpus(300), "score"), tmp_path / "model")
-    own = tmp_path / "grid.yaml"
+    own, out = tmp_path / "grid.yaml", tmp_path / "out"
     datasets = f"datasets: ['{grid.parent}/data/*.jsonl']"
-    own.write_text(GRID.replace("datasets: [data/*.jsonl]", datasets) + f"predictor: {tmp_path / 'model'}\n")
-    out = tmp_path / "out"
-    assert main(["screen", str(own), "--out", str(out)]) == 0
+    own.write_text(
+        GRID.replace("datasets: [data/*.jsonl]", datasets) + f"predictor: {tmp_path / 'model'}\noutput_dir: {out}\n"
+    )
+    assert main(["screen", str(own)]) == 0
 
     store = ResultStore(out / "features.dataset_probes.parquet", key="dataset_probe_id")
     assert len(store) == 2  # two datasets, eight candidates
@@ -205,14 +205,12 @@ def test_the_dataset_probe_runs_once_per_dataset_and_a_predictor_reading_it_agre
     noisy, clean = sorted(store.rows.values(), key=lambda row: -row["dataset_probe_initial_loss"])
     assert noisy["dataset_probe_initial_loss"] > clean["dataset_probe_initial_loss"]
 
-    assert main(["screen", str(own), "--out", str(out)]) == 0
-    assert len((out / "features.dataset_probes.parquet.jsonl").read_bytes().splitlines()) == 2  # none rerun
-    report = json.loads((out / "report.json").read_text(encoding="utf-8"))["summary"]
-    assert report["compute_s"] == spent  # charged the same when resumed
-
-    # predict --grid computes the same features (the dataset probe included) and agrees with the screening.
+    # predict --grid reads the same checkpoint (same protocol, the dataset probe in every row): nothing is probed
+    # again, and the predictions are the screening's.
     predictions = tmp_path / "predictions.json"
     assert main(["predict", "--model-dir", str(tmp_path / "model"), "--grid", str(own), "--out", str(predictions)]) == 0
+    assert len((out / "features.dataset_probes.parquet.jsonl").read_bytes().splitlines()) == 2  # none rerun
+    assert _checkpoint_lines(out) == 8
     predicted = {row["candidate_id"]: row["prediction"] for row in json.loads(predictions.read_text())}
     screened = json.loads((out / "report.json").read_text(encoding="utf-8"))["candidates"]
     assert all(predicted[row["candidate_id"]] == pytest.approx(row["predicted"], abs=1e-9) for row in screened)

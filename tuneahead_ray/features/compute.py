@@ -93,15 +93,17 @@ def run_dataset_probes(
     dataset_spec: DatasetProbeSpec,
     pool_config: PoolConfig | None = None,
     on_progress: ProgressFn | None = None,
+    pool: ProbePool | None = None,
 ) -> list[WorkerFailure]:
     """The standardized probe on ``model`` of every dataset of ``datasets`` (by fingerprint) not in ``store`` yet, on
-    the actor pool, each row appended to ``store`` (keyed by :func:`dataset_probe_id`) as it finishes; failures are
-    keyed by fingerprint."""
+    ``pool`` (else a pool of its own), each row appended to ``store`` (keyed by :func:`dataset_probe_id`) as it
+    finishes; failures are keyed by fingerprint."""
     todo = {key: dataset for key, dataset in datasets.items() if dataset_probe_id(model, key) not in store}
     failures: list[WorkerFailure] = []
     if not todo:
         return failures
-    pool = ProbePool(model, pool_config)
+    own = pool is None
+    pool = pool or ProbePool(model, pool_config)
     try:
         for done, (key, result) in enumerate(pool.dataset_probes(todo, spec, dataset_spec), start=1):
             if isinstance(result, WorkerFailure):
@@ -111,7 +113,8 @@ def run_dataset_probes(
             if on_progress is not None:
                 on_progress(STAGE_DATASET_PROBES, done, len(todo))
     finally:
-        pool.shutdown()
+        if own:
+            pool.shutdown()
     return failures
 
 
@@ -147,12 +150,15 @@ def run_probes(
     pool_config: PoolConfig | None = None,
     state_dirs: dict[str, str] | None = None,
     on_progress: ProgressFn | None = None,
+    pool: ProbePool | None = None,
 ) -> list[WorkerFailure]:
-    """Probe every candidate of ``todo`` (by id) on the actor pool, appending each feature row to ``store``."""
+    """Probe every candidate of ``todo`` (by id) on ``pool`` (else a pool of its own), appending each feature row to
+    ``store``."""
     failures: list[WorkerFailure] = []
     if not todo:
         return failures
-    pool = ProbePool(model, pool_config)
+    own = pool is None
+    pool = pool or ProbePool(model, pool_config)
     try:
         for done, result in enumerate(pool.run(todo, spec, state_dirs), start=1):
             if isinstance(result, WorkerFailure):
@@ -164,7 +170,8 @@ def run_probes(
             if on_progress is not None:
                 on_progress(STAGE_PROBES, done, len(todo))
     finally:
-        pool.shutdown()
+        if own:
+            pool.shutdown()
     return failures
 
 
@@ -185,6 +192,7 @@ def probe_datasets(
     dataset_spec: DatasetProbeSpec,
     pool_config: PoolConfig | None = None,
     on_progress: ProgressFn | None = None,
+    pool: ProbePool | None = None,
 ) -> tuple[dict[str, dict[str, float]], dict[str, dict], list[WorkerFailure]]:
     """The standardized probe of every dataset of ``todo``'s candidates, once per dataset, checkpointed at
     :func:`dataset_probe_path` of ``out_path`` (a rerun probes only the missing ones).
@@ -199,7 +207,7 @@ def probe_datasets(
         f.key: f
         for f in run_dataset_probes(
             datasets, store, model=model, spec=spec, dataset_spec=dataset_spec, pool_config=pool_config,
-            on_progress=on_progress,
+            on_progress=on_progress, pool=pool,
         )
     }  # fmt: skip
     store.flush()
@@ -242,13 +250,19 @@ def compute_features(
     static = run_descriptors(
         todo.values(), fingerprints, model=model, cache_dir=cache_dir, device=device, on_progress=on_progress
     )
-    static, _, failures = probe_datasets(
-        todo, fingerprints, static, out_path, model=model, spec=spec, dataset_spec=dataset_spec,
-        pool_config=pool_config, on_progress=on_progress,
-    )  # fmt: skip
-    todo = {key: c for key, c in todo.items() if fingerprints[c.dataset.path] in static}
-    failures += run_probes(
-        todo, fingerprints, static, store, model=model, spec=spec, pool_config=pool_config, on_progress=on_progress
-    )
+    pool = ProbePool(model, pool_config) if todo else None  # one pool, so each worker loads the model once
+    try:
+        static, _, failures = probe_datasets(
+            todo, fingerprints, static, out_path, model=model, spec=spec, dataset_spec=dataset_spec,
+            pool_config=pool_config, on_progress=on_progress, pool=pool,
+        )  # fmt: skip
+        todo = {key: c for key, c in todo.items() if fingerprints[c.dataset.path] in static}
+        failures += run_probes(
+            todo, fingerprints, static, store, model=model, spec=spec, pool_config=pool_config,
+            on_progress=on_progress, pool=pool,
+        )  # fmt: skip
+    finally:
+        if pool is not None:
+            pool.shutdown()
     store.flush()
     return store.table(), failures

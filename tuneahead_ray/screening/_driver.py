@@ -43,6 +43,7 @@ from tuneahead_ray.features import (
 )
 from tuneahead_ray.features.compute import ProgressFn, probe_datasets, run_descriptors, run_probes
 from tuneahead_ray.predictor import Explainer
+from tuneahead_ray.probe import ProbePool
 from tuneahead_ray.schemas import Candidate
 from tuneahead_ray.screening._costs import budget_seconds, dataset_probe_costs, run_costs
 from tuneahead_ray.screening._grid import GridSpec
@@ -78,6 +79,8 @@ class ScreeningState:
     chosen: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     #: The probe rows' checkpoint (``<out_dir>/features.parquet``): earlier runs' probes and this one's.
     store: ResultStore | None = None
+    #: The actor pool of the dataset probes and the probes (None when nothing is left to probe).
+    pool: ProbePool | None = None
     #: The dataset probes' rows by dataset fingerprint (``<out_dir>/features.dataset_probes.parquet``: this run's
     #: and earlier ones').
     dataset_probes: dict[str, dict] = field(default_factory=dict)
@@ -109,8 +112,13 @@ def screen(
     _identify(state, candidates)
     _describe(state)
     _choose_probes(state)
-    _probe_datasets(state)
-    _probe(state)
+    _open_probe_pool(state)
+    try:
+        _probe_datasets(state)
+        _probe(state)
+    finally:
+        if state.pool is not None:
+            state.pool.shutdown()
     _join_probes(state)
     _predict_scores(state)
     _price(state)
@@ -147,16 +155,29 @@ def _choose_probes(state: ScreeningState) -> None:
     state.chosen = probe_set(state.table, state.grid, state.predictors)
 
 
+def _todo(state: ScreeningState) -> dict[str, Candidate]:
+    """The chosen candidates not in the probe checkpoint yet."""
+    chosen = state.table["candidate_id"][state.chosen]
+    return {key: state.candidates[key] for key in chosen if key not in state.store}
+
+
+def _open_probe_pool(state: ScreeningState) -> None:
+    """The probe checkpoint (``<out_dir>/features.parquet``) and, when a chosen candidate is not in it yet, one
+    actor pool for the dataset probes and the probes (each worker loads the base model once)."""
+    grid = state.grid
+    state.store = open_feature_store(state.out_dir / "features.parquet", grid.probe, grid.dataset_probe)
+    state.pool = ProbePool(grid.model, state.pool_config) if _todo(state) else None
+
+
 def _probe_datasets(state: ScreeningState) -> None:
     """The standardized probe of every dataset with a chosen candidate not probed yet, once per dataset and
     checkpointed; its features join the dataset's descriptors, and its failure fails that dataset's candidates."""
-    grid, out_dir = state.grid, state.out_dir
-    state.store = store = open_feature_store(out_dir / "features.parquet", grid.probe, grid.dataset_probe)
-    todo = {key: state.candidates[key] for key in state.table["candidate_id"][state.chosen] if key not in store}
+    grid = state.grid
     started = state.clock()
     static, state.dataset_probes, state.failures = probe_datasets(
-        todo, state.fingerprints, state.static, out_dir / "features.parquet", model=grid.model, spec=grid.probe,
-        dataset_spec=grid.dataset_probe, pool_config=state.pool_config, on_progress=state.on_progress,
+        _todo(state), state.fingerprints, state.static, state.out_dir / "features.parquet", model=grid.model,
+        spec=grid.probe, dataset_spec=grid.dataset_probe, pool_config=state.pool_config,
+        on_progress=state.on_progress, pool=state.pool,
     )  # fmt: skip
     state.static = {**state.static, **static}
     failed = {f.key for f in state.failures}
@@ -167,7 +188,7 @@ def _probe_datasets(state: ScreeningState) -> None:
 def _probe(state: ScreeningState) -> None:
     """Probe the chosen candidates not already in the checkpoint, each row checkpointed as it finishes."""
     grid, out_dir, store = state.grid, state.out_dir, state.store
-    todo = {key: state.candidates[key] for key in state.table["candidate_id"][state.chosen] if key not in store}
+    todo = _todo(state)
     probe_started = state.clock()
     state_dirs = {key: str(probe_state_dir(out_dir, key)) for key in todo} if grid.keep_probe_state else None
     state.failures += run_probes(
@@ -180,6 +201,7 @@ def _probe(state: ScreeningState) -> None:
         pool_config=state.pool_config,
         state_dirs=state_dirs,
         on_progress=state.on_progress,
+        pool=state.pool,
     )
     store.flush()
     state.timing_s[STAGE_PROBES] = state.clock() - probe_started

@@ -24,7 +24,9 @@ def fake_pool(monkeypatch):
     """Probes every dataset whose file name does not start with 'bad'; records what it was asked to probe."""
     asked: list[set[str]] = []
 
-    def run_dataset_probes(datasets, store, *, model, spec, dataset_spec, pool_config=None, on_progress=None):
+    def run_dataset_probes(
+        datasets, store, *, model, spec, dataset_spec, pool_config=None, on_progress=None, pool=None
+    ):
         todo = {key: d for key, d in datasets.items() if dataset_probe_id(model, key) not in store}
         asked.append(set(todo))
         failures = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -176,41 +177,42 @@ def test_predict_grid_agrees_with_the_screening(screened: Path, grid: Path, caps
 
 
 def test_the_dataset_probe_runs_once_per_dataset_and_a_predictor_reading_it_agrees_with_predict(
-    grid: Path, ray_session, tmp_path
+    screened: Path, grid: Path, tmp_path
 ) -> None:
-    """A predictor of static + probe + dataset-probe + hp features: each dataset's standardized probe runs once,
-    is shared by its candidates, is charged once in the compute, and `predict --grid` resumes the same features."""
+    """Each dataset's standardized probe ran once and is charged once; a predictor of static + probe +
+    dataset-probe + hp features screens from the same checkpoint (nothing probed again) and `predict --grid`
+    resumes it and agrees."""
     from tests._harness.metadatasets import FAST, synthetic_corpus
     from tuneahead_ray._private.store import ResultStore
     from tuneahead_ray.features import FEATURE_GROUPS
     from tuneahead_ray.predictor import ScorePredictor, save_predictor
 
+    store = ResultStore(screened / "features.dataset_probes.parquet", key="dataset_probe_id")
+    assert len(store) == 2  # two datasets, eight candidates
+    spent = _report(screened)["summary"]["compute_s"]
+    tokens = sum(row["dataset_probe_tokens"] for row in store.rows.values())
+    assert spent["dataset_probes"] == pytest.approx(tokens / 5_000.0)  # the grid's token cost model
+    assert spent["screening_total"] == pytest.approx(spent["dataset_probes"] + spent["probes"] + spent["go_runs"])
+    noisy, clean = sorted(store.rows.values(), key=lambda row: -row["dataset_probe_initial_loss"])
+    assert noisy["dataset_probe_initial_loss"] > clean["dataset_probe_initial_loss"]
+
     features = [name for group in ("static", "probe", "dataset_probe", "hp") for name in FEATURE_GROUPS[group]]
     save_predictor(ScorePredictor(features, FAST).fit(synthetic_corpus(300), "score"), tmp_path / "model")
-    own, out = tmp_path / "grid.yaml", tmp_path / "out"
+    out = tmp_path / "out"
+    shutil.copytree(screened, out)
+    own = tmp_path / "grid.yaml"
     datasets = f"datasets: ['{grid.parent}/data/*.jsonl']"
     own.write_text(
         GRID.replace("datasets: [data/*.jsonl]", datasets) + f"predictor: {tmp_path / 'model'}\noutput_dir: {out}\n"
     )
     assert main(["screen", str(own)]) == 0
+    assert _checkpoint_lines(out) == 8  # nothing probed again
+    assert len((out / "features.dataset_probes.parquet.jsonl").read_bytes().splitlines()) == 2
+    assert _report(out)["summary"]["compute_s"]["dataset_probes"] == spent["dataset_probes"]  # charged the same
 
-    store = ResultStore(out / "features.dataset_probes.parquet", key="dataset_probe_id")
-    assert len(store) == 2  # two datasets, eight candidates
-    summary = json.loads((out / "report.json").read_text(encoding="utf-8"))["summary"]
-    assert summary["probed"] == 8
-    tokens = sum(row["dataset_probe_tokens"] for row in store.rows.values())
-    assert summary["compute_s"]["dataset_probes"] == pytest.approx(tokens / 5_000.0)  # the grid's token cost model
-    spent = summary["compute_s"]
-    assert spent["screening_total"] == pytest.approx(spent["dataset_probes"] + spent["probes"] + spent["go_runs"])
-    noisy, clean = sorted(store.rows.values(), key=lambda row: -row["dataset_probe_initial_loss"])
-    assert noisy["dataset_probe_initial_loss"] > clean["dataset_probe_initial_loss"]
-
-    # predict --grid reads the same checkpoint (same protocol, the dataset probe in every row): nothing is probed
-    # again, and the predictions are the screening's.
     predictions = tmp_path / "predictions.json"
     assert main(["predict", "--model-dir", str(tmp_path / "model"), "--grid", str(own), "--out", str(predictions)]) == 0
-    assert len((out / "features.dataset_probes.parquet.jsonl").read_bytes().splitlines()) == 2  # none rerun
     assert _checkpoint_lines(out) == 8
     predicted = {row["candidate_id"]: row["prediction"] for row in json.loads(predictions.read_text())}
-    screened = json.loads((out / "report.json").read_text(encoding="utf-8"))["candidates"]
-    assert all(predicted[row["candidate_id"]] == pytest.approx(row["predicted"], abs=1e-9) for row in screened)
+    screened_rows = _report(out)["candidates"]
+    assert all(predicted[row["candidate_id"]] == pytest.approx(row["predicted"], abs=1e-9) for row in screened_rows)

@@ -65,13 +65,11 @@ class CorpusWorker:
         self.runs = RunWorker(model, device)
         self.benchmark = benchmark or TestbedSpec()
         self.dataset_probe_spec = dataset_probe or DatasetProbeSpec()
-        self.base_score = self.runs.base_score(self.benchmark).score
         self.proxies = {
             name: RunWorker(path, device)
             for name, path in (("proxy", proxy_model), ("strong_proxy", strong_proxy_model))
             if path
         }
-        self.proxy_base_scores = {name: w.base_score(self.benchmark).score for name, w in self.proxies.items()}
         self._data_dir = Path(tempfile.mkdtemp(prefix="tuneahead-corpus-"))
         self._scorer: ModelScorer | None = None
 
@@ -133,7 +131,9 @@ class CorpusWorker:
                 seconds = time.perf_counter() - started
             columns |= {
                 f"{name}_score": score,
-                f"{name}_base_score": self.proxy_base_scores.get(name),
+                f"{name}_base_score": self.proxies[name].base_score(self.benchmark).score
+                if name in self.proxies
+                else None,
                 f"{name}_seconds": seconds,
             }
         return columns
@@ -159,7 +159,7 @@ class CorpusWorker:
             **_dataset_probe_columns(dataset_probe),
             **hp_features(hp, result.num_examples),
             "score": result.score,
-            "base_score": self.base_score,
+            "base_score": self.runs.base_score(self.benchmark).score,  # scored once per worker, on first use
             "gain": result.gain,
             "per_family": json.dumps(result.per_family),
             "loss_curve": result.loss_curve,

@@ -121,21 +121,16 @@ class CorpusWorker:
         the seconds it took; None for a proxy this worker does not have."""
         columns: dict = {}
         for name in ("proxy", "strong_proxy"):
-            score = seconds = None
-            if name in self.proxies:
+            score = base = seconds = None
+            if (worker := self.proxies.get(name)) is not None:
                 started = time.perf_counter()
                 hp = HyperParams.model_validate(
                     {**candidate.hp.model_dump(), "max_steps": min(PROXY_MAX_STEPS, total_steps)}
                 )
-                score = self.proxies[name].run(candidate.model_copy(update={"hp": hp}), self.benchmark).score
+                score = worker.run(candidate.model_copy(update={"hp": hp}), self.benchmark).score
                 seconds = time.perf_counter() - started
-            columns |= {
-                f"{name}_score": score,
-                f"{name}_base_score": self.proxies[name].base_score(self.benchmark).score
-                if name in self.proxies
-                else None,
-                f"{name}_seconds": seconds,
-            }
+                base = worker.base_score(self.benchmark).score
+            columns |= {f"{name}_score": score, f"{name}_base_score": base, f"{name}_seconds": seconds}
         return columns
 
     def run(self, spec: CorpusSpec, probe_spec: ProbeSpec) -> dict:

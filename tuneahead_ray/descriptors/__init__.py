@@ -10,6 +10,7 @@ torch); the model-based pass (:mod:`.model_pass`) and the Ray Data pipeline (:mo
 ``compute_descriptors``) are imported by name.
 """
 
+from ._cache import read_cached, write_cached
 from ._duplicates import (
     MINHASH_PERMUTATIONS,
     NEAR_DUPLICATE_THRESHOLD,
@@ -54,6 +55,7 @@ __all__ = [
     "near_duplicate_rate_of_bands",
     "ngram_repetition",
     "prompt_words_mean",
+    "read_cached",
     "row_groundedness",
     "row_hashes",
     "row_instruction_complexity",
@@ -67,4 +69,5 @@ __all__ = [
     "special_char_ratio",
     "token_length_stats",
     "type_token_ratio",
+    "write_cached",
 ]

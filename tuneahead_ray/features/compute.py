@@ -8,8 +8,10 @@ probe does); the names and encodings it fills in live in the torch-free :mod:`tu
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 
@@ -99,23 +101,16 @@ def run_dataset_probes(
     ``pool`` (else a pool of its own), each row appended to ``store`` (keyed by :func:`dataset_probe_id`) as it
     finishes; failures are keyed by fingerprint."""
     todo = {key: dataset for key, dataset in datasets.items() if dataset_probe_id(model, key) not in store}
-    failures: list[WorkerFailure] = []
     if not todo:
-        return failures
-    own = pool is None
-    pool = pool or ProbePool(model, pool_config)
-    try:
-        for done, (key, result) in enumerate(pool.dataset_probes(todo, spec, dataset_spec), start=1):
-            if isinstance(result, WorkerFailure):
-                failures.append(result)
-            else:
-                store.append(dataset_probe_row(model, key, result))
-            if on_progress is not None:
-                on_progress(STAGE_DATASET_PROBES, done, len(todo))
-    finally:
-        if own:
-            pool.shutdown()
-    return failures
+        return []
+
+    def append(finished: tuple[str, ProbeResult]) -> None:
+        store.append(dataset_probe_row(model, *finished))
+
+    with _probe_pool(model, pool_config, pool) as probes:
+        pairs = probes.dataset_probes(todo, spec, dataset_spec)
+        results = (result if isinstance(result, WorkerFailure) else (key, result) for key, result in pairs)
+        return _collect(results, append, STAGE_DATASET_PROBES, len(todo), on_progress)
 
 
 def run_descriptors(
@@ -154,24 +149,43 @@ def run_probes(
 ) -> list[WorkerFailure]:
     """Probe every candidate of ``todo`` (by id) on ``pool`` (else a pool of its own), appending each feature row to
     ``store``."""
-    failures: list[WorkerFailure] = []
     if not todo:
-        return failures
-    own = pool is None
-    pool = pool or ProbePool(model, pool_config)
+        return []
+
+    def append(result: ProbeResult) -> None:
+        candidate = todo[result.candidate_id]
+        fingerprint = fingerprints[candidate.dataset.path]
+        store.append(feature_row(candidate, fingerprint, static[fingerprint], result))
+
+    with _probe_pool(model, pool_config, pool) as probes:
+        return _collect(probes.run(todo, spec, state_dirs), append, STAGE_PROBES, len(todo), on_progress)
+
+
+@contextmanager
+def _probe_pool(model: str, pool_config: PoolConfig | None, pool: ProbePool | None) -> Iterator[ProbePool]:
+    """``pool`` when given (its owner shuts it down), else a pool of its own for the block, shut down after it."""
+    if pool is not None:
+        yield pool
+        return
+    own = ProbePool(model, pool_config)
     try:
-        for done, result in enumerate(pool.run(todo, spec, state_dirs), start=1):
-            if isinstance(result, WorkerFailure):
-                failures.append(result)
-            else:
-                candidate = todo[result.candidate_id]
-                fingerprint = fingerprints[candidate.dataset.path]
-                store.append(feature_row(candidate, fingerprint, static[fingerprint], result))
-            if on_progress is not None:
-                on_progress(STAGE_PROBES, done, len(todo))
+        yield own
     finally:
-        if own:
-            pool.shutdown()
+        own.shutdown()
+
+
+def _collect(
+    results: Iterable[Any], on_result: Callable[[Any], None], stage: str, total: int, on_progress: ProgressFn | None
+) -> list[WorkerFailure]:
+    """Hand every finished result to ``on_result`` as it comes, report progress, and return the failures."""
+    failures: list[WorkerFailure] = []
+    for done, result in enumerate(results, start=1):
+        if isinstance(result, WorkerFailure):
+            failures.append(result)
+        else:
+            on_result(result)
+        if on_progress is not None:
+            on_progress(stage, done, total)
     return failures
 
 

@@ -7,18 +7,17 @@ and at the last step the benchmark ``score`` (with ``base_score``). ``step`` is 
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 from ray import tune
 
-from tuneahead_ray._private.atomic import write_text_atomic
 from tuneahead_ray._private.cache import cache_root
+from tuneahead_ray.descriptors import read_cached, write_cached
 from tuneahead_ray.descriptors.pipeline import compute_descriptors
 from tuneahead_ray.evaluation import Benchmark
-from tuneahead_ray.features import DESCRIPTOR_SAMPLE_SIZE
+from tuneahead_ray.features import DATASET_PROBE_FEATURES, DESCRIPTOR_SAMPLE_SIZE
 from tuneahead_ray.features.compute import feature_row
 from tuneahead_ray.probe import DatasetProbeSpec, ProbeResult, ProbeSpec, RunWorker
 from tuneahead_ray.schemas import Candidate, DatasetRef, HyperParams, content_hash
@@ -45,17 +44,17 @@ def _dataset_probe(
     worker: RunWorker, candidate: Candidate, fingerprint: str, spec: ProbeSpec, dataset_spec: DatasetProbeSpec,
     cache_dir: Path,
 ) -> dict[str, float]:  # fmt: skip
-    """The dataset's standardized probe features, cached on disk by model, content and protocol (trials on the same
-    dataset share one)."""
+    """The dataset's standardized probe features, cached on disk like the descriptors, by model, content and protocol
+    (trials on the same dataset share one)."""
     key = content_hash(
         {"model": candidate.model, "dataset": fingerprint, "probe": spec.model_dump(mode="json"),
          "dataset_probe": dataset_spec.model_dump(mode="json")}
     )  # fmt: skip
-    path = cache_dir / f"dataset-probe-{key}.json"
-    if path.is_file():
-        return json.loads(path.read_text(encoding="utf-8"))
+    cached = read_cached(cache_dir, f"dataset-probe-{key}", DATASET_PROBE_FEATURES)
+    if cached is not None:
+        return cached
     features = worker.dataset_probe(candidate.dataset, spec, dataset_spec).features
-    write_text_atomic(json.dumps(features), path)
+    write_cached(cache_dir, f"dataset-probe-{key}", features)
     return features
 
 

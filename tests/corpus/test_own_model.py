@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from tuneahead_ray.cli import main
+from tuneahead_ray.features import DATASET_PROBE_FEATURES
 from tuneahead_ray.testbed import DataSpec, benchmark_items, write_dataset
 
 pytestmark = pytest.mark.slow  # the tests that start Ray are marked integration too
@@ -88,6 +89,18 @@ def test_a_corpus_build_stops_at_its_budget_and_resumes_within_it(project: Path,
     assert main([*argv, "--gpu-hours", "1e-6"]) == 0  # already spent: nothing starts
     assert len(pd.read_parquet(out / "corpus.parquet")) == 1
 
+    # A corpus built before the dataset probe: its run is kept and gets the probe's columns on the next build.
+    checkpoint = out / "corpus.parquet.jsonl"
+    (row,) = [json.loads(line) for line in checkpoint.read_text().splitlines()]
+    probed = {name: row.pop(name) for name in DATASET_PROBE_FEATURES}
+    checkpoint.write_text(json.dumps(row) + "\n")
+    for path in out.glob("corpus.dataset_probes.parquet*"):
+        path.unlink()
+    assert main([*argv, "--gpu-hours", "1e-6"]) == 0
+    (upgraded,) = pd.read_parquet(out / "corpus.parquet").to_dict("records")
+    assert upgraded["score"] == row["score"] and upgraded["train_seconds"] == row["train_seconds"]  # not rerun
+    assert {name: upgraded[name] for name in probed} == pytest.approx(probed, nan_ok=True)  # deterministic probe
+
 
 @pytest.fixture(scope="module")
 def corpus(project: Path, ray_session) -> Path:
@@ -105,6 +118,10 @@ def test_own_model_corpus_screen_launch_and_refit(project: Path, corpus: Path, c
     assert rows["base_score"].nunique() == 1 and rows["base_score"].iloc[0] > 25  # the MC benchmark, above chance
     assert {"probe_initial_loss", "hp_log10_lr", "num_rows", "score"} <= set(rows.columns)
     assert all(set(json.loads(groups)) == {"color", "home"} for groups in rows["per_family"])
+    probes = pd.read_parquet(corpus.parent / "corpus.dataset_probes.parquet")  # once per dataset, not per run
+    assert sorted(probes["dataset_fingerprint"]) == sorted(rows["dataset_fingerprint"].unique())
+    by_dataset = probes.set_index("dataset_fingerprint")[list(DATASET_PROBE_FEATURES)]
+    assert rows[list(DATASET_PROBE_FEATURES)].equals(by_dataset.loc[rows["dataset_fingerprint"]].reset_index(drop=True))
     assert main(["corpus", "build", "--grid", str(grid), "--runs", "10", "--out", str(corpus.parent)]) == 0
     assert len(pd.read_parquet(corpus)) == 10  # resumed: nothing redone
 

@@ -2,12 +2,14 @@
 K steps, measured), trained to the end on the same trainer and scored on the grid's benchmark, on the cluster's
 base-model workers; resumable, and stopped cleanly at a compute budget.
 
-Rows have the screening's feature columns (so a predictor trained on them reads a screening's candidates) and the
+Rows have the screening's feature columns (so a predictor trained on them reads a screening's candidates), the
+standardized dataset probe's among them (once per dataset, checkpointed in ``corpus.dataset_probes.parquet``), and the
 ground truth: ``score``, ``base_score``, ``gain``, the per-group breakdown, the loss curve and the run's costs.
 """
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -17,8 +19,14 @@ import pyarrow as pa
 from tuneahead_ray._private.store import ResultStore
 from tuneahead_ray._private.workers import PoolConfig, WorkerFailure, WorkerPool, run_into_store
 from tuneahead_ray.evaluation import default_benchmark_spec
-from tuneahead_ray.features import candidate_ids, dataset_fingerprints, open_feature_store, outcome_columns
-from tuneahead_ray.features.compute import ProgressFn, feature_row, run_descriptors
+from tuneahead_ray.features import (
+    DATASET_PROBE_FEATURES,
+    candidate_ids,
+    dataset_fingerprints,
+    open_feature_store,
+    outcome_columns,
+)
+from tuneahead_ray.features.compute import ProgressFn, dataset_probe_path, feature_row, probe_datasets, run_descriptors
 from tuneahead_ray.probe import ProbeResult, RunWorker
 from tuneahead_ray.schemas import Candidate, RunResult
 from tuneahead_ray.screening import GridSpec
@@ -29,6 +37,7 @@ __all__ = [
     "build_grid_corpus",
     "run_compute_seconds",
     "sample_candidates",
+    "with_dataset_probes",
 ]
 
 
@@ -50,6 +59,56 @@ def _corpus_row(
     candidate: Candidate, fingerprint: str, static: dict[str, float], probe: ProbeResult, run: RunResult
 ) -> dict:
     return {**feature_row(candidate, fingerprint, static, probe), **outcome_columns(run)}
+
+
+def _same(a: object, b: object) -> bool:
+    return a == b or (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b))
+
+
+def _lacks_dataset_probe(row: dict, probe: dict | None) -> bool:
+    return probe is None or not all(_same(row.get(name), probe[name]) for name in DATASET_PROBE_FEATURES)
+
+
+def with_dataset_probes(
+    grid: GridSpec,
+    candidates: dict[str, Candidate],
+    fingerprints: dict[Path, str],
+    store: ResultStore,
+    out_dir: Path,
+    *,
+    todo: set[str],
+    config: PoolConfig,
+    on_progress: ProgressFn | None = None,
+) -> tuple[dict[str, dict[str, float]], list[WorkerFailure]]:
+    """The descriptors and standardized dataset probe of every dataset that ``todo``'s candidates (keys of
+    ``candidates``) train on, by fingerprint, each dataset probed once (checkpointed in
+    ``out_dir/corpus.dataset_probes.parquet``, so a rerun probes only new datasets).
+
+    Stored runs whose dataset-probe columns are missing or differ (a corpus built before the dataset probe, or under
+    another ``dataset_probe:``) get the current ones; their runs are kept. Returns the features by fingerprint and
+    one failure per ``todo`` candidate whose dataset probe failed (do not run those).
+    """
+    checkpoint = ResultStore(dataset_probe_path(out_dir / "corpus.parquet"), key="dataset_probe_id")
+    probes = {row["dataset_fingerprint"]: row for row in checkpoint.rows.values() if row["model"] == grid.model}
+    stale = {
+        key for key, row in store.rows.items() if _lacks_dataset_probe(row, probes.get(row["dataset_fingerprint"]))
+    }
+    wanted = {key: c for key, c in candidates.items() if key in todo or key in stale}
+    if not wanted:
+        return {}, []
+    static = run_descriptors(
+        wanted.values(), fingerprints, model=grid.model, cache_dir=out_dir / "cache", device=config.device,
+        on_progress=on_progress,
+    )  # fmt: skip
+    merged, probes, failures = probe_datasets(
+        wanted, fingerprints, static, out_dir / "corpus.parquet", model=grid.model, spec=grid.probe,
+        dataset_spec=grid.dataset_probe, pool_config=config, on_progress=on_progress,
+    )  # fmt: skip
+    for key in stale & store.rows.keys():
+        row = store.rows[key]
+        if (probe := probes.get(row["dataset_fingerprint"])) is not None and _lacks_dataset_probe(row, probe):
+            store.append({**row, **{name: probe[name] for name in DATASET_PROBE_FEATURES}})
+    return merged, [failure for failure in failures if failure.key in todo]
 
 
 class GridCorpusReport:
@@ -98,7 +157,8 @@ def build_grid_corpus(
 
     Finished runs are kept and skipped when rerun; with ``gpu_hours``, no run starts once the corpus's runs
     (those already in it included) have spent that many device-hours, and runs in flight then are dropped, to be
-    redone by a later build.
+    redone by a later build. The dataset probes are not runs: they start even when the budget is spent, to bring
+    stored runs that lack them up to date.
     """
     benchmark = grid.benchmark or default_benchmark_spec(grid.model)
     config = pool_config or PoolConfig(device=grid.device)
@@ -107,16 +167,15 @@ def build_grid_corpus(
     fingerprints = dataset_fingerprints(sample)
     todo = {key: c for key, c in candidate_ids(sample, fingerprints).items() if key not in store}
     spend = CorpusSpend(store.rows.values(), gpu_hours, config.gpus_per_worker)
-    failures: list[WorkerFailure] = []
-    if todo and not spend.reached:
-        static = run_descriptors(
-            todo.values(),
-            fingerprints,
-            model=grid.model,
-            cache_dir=Path(out_dir) / "cache",
-            device=config.device,
-            on_progress=on_progress,
-        )
+    if spend.reached:
+        todo = {}
+    static, failures = with_dataset_probes(
+        grid, candidate_ids(sample, fingerprints), fingerprints, store, Path(out_dir), todo=set(todo), config=config,
+        on_progress=on_progress,
+    )  # fmt: skip
+    for failure in failures:
+        del todo[failure.key]
+    if todo:
 
         def corpus_row(key: str, result: tuple[ProbeResult, RunResult]) -> dict:
             fingerprint = fingerprints[todo[key].dataset.path]
@@ -124,6 +183,6 @@ def build_grid_corpus(
 
         pool = WorkerPool(RunWorker, (grid.model, config.device, config.shards), config)
         jobs = [(key, (candidate, grid.probe, benchmark)) for key, candidate in todo.items()]
-        failures = run_into_store(pool, "probe_and_run", jobs, store, on_run, to_row=corpus_row, stop_when=spend.add)
+        failures += run_into_store(pool, "probe_and_run", jobs, store, on_run, to_row=corpus_row, stop_when=spend.add)
     store.flush()
     return spend.report(store, failures)

@@ -19,10 +19,10 @@ from pydantic import BaseModel, Field
 from tuneahead_ray._private.atomic import write_bytes_atomic
 from tuneahead_ray._private.workers import PoolConfig, WorkerFailure, WorkerPool, run_into_store
 from tuneahead_ray.corpus._active import Strategy, estimated_rmse, pick_batch, plateau
-from tuneahead_ray.corpus._grid import CorpusSpend, GridCorpusReport, _corpus_row
+from tuneahead_ray.corpus._grid import CorpusSpend, GridCorpusReport, _corpus_row, with_dataset_probes
 from tuneahead_ray.evaluation import default_benchmark_spec
 from tuneahead_ray.features import FEATURE_GROUPS, candidate_ids, dataset_fingerprints, open_feature_store
-from tuneahead_ray.features.compute import ProgressFn, run_descriptors, run_probes
+from tuneahead_ray.features.compute import ProgressFn, run_probes
 from tuneahead_ray.predictor import MIN_TRAINING_ROWS, PredictorConfig, ScorePredictor
 from tuneahead_ray.probe import RunWorker
 from tuneahead_ray.schemas import Candidate
@@ -115,11 +115,10 @@ def build_active_corpus(
     if len(store) >= runs or spend.reached or not set(ids) - set(store.rows):
         store.flush()
         return spend.report(store, failures), history
-    static = run_descriptors(
-        ids.values(), fingerprints, model=grid.model, cache_dir=out / "cache", device=config.device,
-        on_progress=on_progress,
-    )  # fmt: skip
-    pool_store = open_feature_store(out / "pool.parquet", grid.probe)
+    static, failures = with_dataset_probes(
+        grid, ids, fingerprints, store, out, todo=set(ids) - set(store.rows), config=config, on_progress=on_progress
+    )
+    pool_store = open_feature_store(out / "pool.parquet", grid.probe, grid.dataset_probe)
     if strategy is not Strategy.RANDOM:  # the pool's own features rank it; random needs none
         unprobed = {key: c for key, c in ids.items() if key not in pool_store and key not in store}
         failures += run_probes(

@@ -29,7 +29,7 @@ from sklearn.metrics import roc_auc_score
 from benchmarks.accuracy import TARGET, load_corpus
 from tests._harness.results import markdown_table, results_path, write_results
 from tuneahead_ray.features import FEATURE_GROUPS
-from tuneahead_ray.predictor import PredictorConfig, ScorePredictor
+from tuneahead_ray.predictor import FULL_GROUPS, PredictorConfig, ScorePredictor
 
 PROBLEMS = ("label_noise", "duplication", "format_corruption", "off_target")
 LEVEL = 0.9
@@ -77,11 +77,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--corpus", type=Path, default=Path("corpus/corpus.parquet"), help="corpus Parquet file")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--groups", default=",".join(FULL_GROUPS),
+        help=f"feature groups of the predictor (default: the package default's, {','.join(FULL_GROUPS)})",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, default=results_path("novelty"))
     args = parser.parse_args(argv)
     started = time.perf_counter()
     table, _ = load_corpus(args.corpus)
-    features = [name for group in ("static", "probe", "hp") for name in FEATURE_GROUPS[group]]
+    features = [name for group in args.groups.split(",") for name in FEATURE_GROUPS[group]]
+    missing = [name for name in features if name not in table.columns]
+    if missing:
+        parser.error(f"--groups: {args.corpus} has no column {missing[0]} ({len(missing)} missing)")
     order = np.random.default_rng(args.seed).permutation(len(table))
     held_in = order[: int(0.28 * len(table))]
     rows = {}

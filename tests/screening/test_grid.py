@@ -46,6 +46,15 @@ def test_equal_candidates_are_merged(data_dir) -> None:
     assert len(load_grid(path)[1]) == 1
 
 
+def test_a_device_is_auto_cpu_or_a_cuda_device(data_dir) -> None:
+    assert [
+        load_grid(_grid(data_dir, f"datasets: [d1.jsonl]\ndevice: {d}\n"))[0].device for d in ("cpu", "cuda:1")
+    ] == [
+        "cpu",
+        "cuda:1",
+    ]
+
+
 def test_samples_draw_a_deterministic_subset(data_dir) -> None:
     path = _grid(data_dir, "datasets: [d1.jsonl]\nhp: {lr: {log_range: [1.0e-5, 1.0e-1], num: 50}}\nsamples: 7\n")
     first, second = load_grid(path)[1], load_grid(path)[1]
@@ -64,6 +73,7 @@ def test_samples_draw_a_deterministic_subset(data_dir) -> None:
         ("datasets: []\n", "datasets"),
         ("datasets: [d1.jsonl]\nprobe: {min_steps: 50, max_steps: 10}\n", "min_steps"),
         ("datasets: [d1.jsonl]\nbogus: 1\n", "bogus"),
+        ("datasets: [d1.jsonl]\ndevice: gpu\n", "device"),
         ("datasets: [d1.jsonl\n", "line"),
     ],
 )

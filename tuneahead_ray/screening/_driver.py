@@ -382,7 +382,7 @@ def _decide(table: pd.DataFrame, grid: GridSpec, base_score: float | None, budge
     predicted = table["predicted"].to_numpy(float)
     go = np.zeros(len(table), dtype=bool)
     value = np.full(len(table), np.nan)
-    facts: dict = {"policy": Policy(grid.policy).value}
+    facts: dict = {"policy": grid.policy.value}
     if probed.any():
         selection = select(
             predicted[probed],
@@ -476,7 +476,7 @@ def _summary(
         "go": int(go.sum()),
         "novel": int(table["novel"].sum()),
         "novel_no_go": int((table["novel"] & ~go).sum()),
-        "policy": Policy(grid.policy).value,
+        "policy": grid.policy.value,
         "threshold": grid.threshold,
         "top_k": grid.top_k,
         "base_score": base_score,

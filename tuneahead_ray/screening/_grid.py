@@ -104,7 +104,7 @@ class GridSpec(BaseModel):
         description="What scores a run (launch, corpus build): {kind: testbed} (the default, embedded model only), "
         "{kind: exact_match, path: FILE} or {kind: multiple_choice, path: FILE, scoring: choice_text | letter}",
     )
-    device: str = Field("auto", description="auto, cpu or cuda.")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto, cpu, cuda or cuda:N.")
     output_dir: str = Field("tuneahead-out", description="Where results, checkpoints and reports go.")
     threshold: float | None = Field(None, description="Success: a final score >= threshold (in the score's unit).")
     base_score: float | None = Field(

@@ -55,6 +55,12 @@ def test_a_device_is_auto_cpu_or_a_cuda_device(data_dir) -> None:
     ]
 
 
+def test_a_reference_set_is_found_beside_the_grid_from_any_working_directory(data_dir, monkeypatch) -> None:
+    monkeypatch.chdir(data_dir.parent)
+    grid, _ = load_grid(_grid(data_dir, "datasets: [d1.jsonl]\nprobe: {reference_path: d2.jsonl}\n"))
+    assert grid.probe.reference_path == str((data_dir / "d2.jsonl").resolve())
+
+
 def test_samples_draw_a_deterministic_subset(data_dir) -> None:
     path = _grid(data_dir, "datasets: [d1.jsonl]\nhp: {lr: {log_range: [1.0e-5, 1.0e-1], num: 50}}\nsamples: 7\n")
     first, second = load_grid(path)[1], load_grid(path)[1]
@@ -74,10 +80,13 @@ def test_samples_draw_a_deterministic_subset(data_dir) -> None:
         ("datasets: [d1.jsonl]\nprobe: {min_steps: 50, max_steps: 10}\n", "min_steps"),
         ("datasets: [d1.jsonl]\nbogus: 1\n", "bogus"),
         ("datasets: [d1.jsonl]\ndevice: gpu\n", "device"),
+        ("datasets: [d1.jsonl]\nprobe: {reference_path: nope.jsonl}\n", "probe.reference_path"),
+        ("datasets: [d1.jsonl]\nprobe: {reference_path: bad.jsonl}\n", "bad.jsonl, line 2"),
         ("datasets: [d1.jsonl\n", "line"),
     ],
 )
 def test_bad_grids_name_the_file_and_the_key(data_dir, body: str, expected: str) -> None:
+    (data_dir / "bad.jsonl").write_text('{"instruction": "a", "output": "b"}\n{"instruction": \n')
     with pytest.raises(ConfigError) as err:
         load_grid(_grid(data_dir, body))
     assert "grid.yaml" in str(err.value) and expected in str(err.value)

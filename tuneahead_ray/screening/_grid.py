@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from tuneahead_ray.base_models import DEFAULT_MODEL
 from tuneahead_ray.constants import BUDGETED_POLICIES, THRESHOLD_POLICIES, Policy
+from tuneahead_ray.data import load_dataset
 from tuneahead_ray.evaluation import BenchmarkSpec, build_benchmark, resolve_benchmark_paths
 from tuneahead_ray.probe import DatasetProbeSpec, ProbeSpec
 from tuneahead_ray.schemas import Candidate, DatasetFormat, DatasetRef, HyperParams
@@ -214,12 +215,25 @@ def grid_output_dir(grid: GridSpec, grid_path: str | Path) -> Path:
     return Path(grid_path).resolve().parent / grid.output_dir
 
 
+def _checked_reference(probe: ProbeSpec, base_dir: Path, grid_path: str | Path) -> ProbeSpec:
+    """The probe spec with its reference set's path resolved against the grid's folder, once the file is read
+    and found valid (a bad file fails now, naming its line, not on every candidate's probe)."""
+    reference = (base_dir / Path(probe.reference_path).expanduser()).resolve()
+    try:
+        load_dataset(DatasetRef(path=reference))
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"{grid_path}: probe.reference_path: {err}") from None
+    return probe.model_copy(update={"reference_path": str(reference)})
+
+
 def load_grid(path: str | Path) -> tuple[GridSpec, list[Candidate]]:
     """Read, validate and expand a grid YAML; errors name the file and the key."""
     grid = load_yaml_model(path, GridSpec)
     base_dir = Path(path).resolve().parent
     if grid.model != DEFAULT_MODEL:  # every stage (and grid.json) sees the directory, whatever its working directory
         grid = grid.model_copy(update={"model": str((base_dir / Path(grid.model).expanduser()).resolve())})
+    if grid.probe.reference_path is not None:
+        grid = grid.model_copy(update={"probe": _checked_reference(grid.probe, base_dir, path)})
     if grid.benchmark is not None:
         grid = grid.model_copy(update={"benchmark": resolve_benchmark_paths(grid.benchmark, base_dir)})
         try:

@@ -160,10 +160,11 @@ def corpus_benchmark_items(table: pd.DataFrame) -> int:
     return int(sizes[0])
 
 
-def noise_floor(target_std: float, benchmark_items: int) -> dict | None:
-    """The ground truth's seed noise on a benchmark of ``benchmark_items`` items (``benchmarks/noise_floor.py``), as
-    the RMSE and RMSE / std no predictor of the candidate can beat on average, when that benchmark has measured it."""
-    path = results_path("noise_floor")
+def noise_floor(target_std: float, benchmark_items: int, path: Path | None = None) -> dict | None:
+    """The ground truth's seed noise on a benchmark of ``benchmark_items`` items (``benchmarks/noise_floor.py``'s
+    results at ``path``, default ``benchmarks/results/noise_floor.json``), as the RMSE and RMSE / std no predictor
+    of the candidate can beat on average, when that benchmark has measured it."""
+    path = path or results_path("noise_floor")
     if not path.exists():
         return None
     figures = read_figures(path)
@@ -193,6 +194,10 @@ def add_split_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, default=5, help="random held-out splits (default 5)")
     parser.add_argument("--test-size", type=float, default=0.28, help="held-out share (default 0.28)")
     parser.add_argument("--n-jobs", type=int, default=1, help="LightGBM threads (default 1)")
+    parser.add_argument(
+        "--floor", type=Path, default=results_path("noise_floor"),
+        help="noise_floor.py results measured on runs of this corpus (default benchmarks/results/noise_floor.json)",
+    )  # fmt: skip
 
 
 def main() -> int:
@@ -236,7 +241,7 @@ def main() -> int:
         )
     print(f"\n### go/no-go at {threshold:.2f} pp (random splits' held-out runs)\n")
     print(screening_table(figures))
-    floor = noise_floor(float(table[TARGET].std()), corpus_benchmark_items(table))
+    floor = noise_floor(float(table[TARGET].std()), corpus_benchmark_items(table), args.floor)
     checks = target_checks(random, family, floor)
     print("\ntargets: " + ", ".join(f"{k}: {'met' if ok else 'missed'}" for k, ok in checks.items()))
     if floor is not None:

@@ -150,7 +150,7 @@ def main() -> int:
         )
     print("\n" + markdown_table(rows))
 
-    floor = noise_floor(target_std, corpus_benchmark_items(table))
+    floor = noise_floor(target_std, corpus_benchmark_items(table), args.floor)
     seed_std = 0.0 if floor is None else floor["seed_std_pp"]
     projected = {name: {f"{k}x": extrapolate(points, seed_std, k) for k in (2, 4)} for name, points in curve.items()}
     for name, values in projected.items():

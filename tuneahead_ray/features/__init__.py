@@ -4,7 +4,14 @@ feature checkpoint's protocol. Torch-free, so the predictor and the service read
 Computing features (descriptors on Ray Data, probes on the actor pool) is :mod:`tuneahead_ray.features.compute`.
 """
 
-from tuneahead_ray.features._checkpoint import FeatureProtocolError, feature_protocol, open_feature_store
+from tuneahead_ray.features._checkpoint import (
+    FeatureProtocolError,
+    feature_protocol,
+    open_feature_store,
+    protocol_mismatches,
+    protocol_path,
+    read_protocol,
+)
 from tuneahead_ray.features._hp import hp_features, lr_integral
 from tuneahead_ray.features._names import (
     CORPUS_FEATURES,
@@ -42,5 +49,8 @@ __all__ = [
     "hp_features",
     "lr_integral",
     "open_feature_store",
+    "protocol_mismatches",
+    "protocol_path",
+    "read_protocol",
     "outcome_columns",
 ]

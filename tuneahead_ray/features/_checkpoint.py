@@ -3,15 +3,29 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 from pydantic import BaseModel
 
 from tuneahead_ray._private.atomic import write_text_atomic
 from tuneahead_ray._private.store import ResultStore
-from tuneahead_ray.features._names import DESCRIPTOR_SAMPLE_SIZE, DESCRIPTORS_VERSION
+from tuneahead_ray.features._names import (
+    DATASET_PROBE_FEATURES,
+    DESCRIPTOR_SAMPLE_SIZE,
+    DESCRIPTORS_VERSION,
+    PROBE_FEATURES,
+    STATIC_FEATURES,
+)
 
-__all__ = ["FeatureProtocolError", "feature_protocol", "open_feature_store"]
+__all__ = [
+    "FeatureProtocolError",
+    "feature_protocol",
+    "open_feature_store",
+    "protocol_mismatches",
+    "protocol_path",
+    "read_protocol",
+]
 
 
 class FeatureProtocolError(ValueError):
@@ -34,12 +48,62 @@ def feature_protocol(spec: BaseModel, dataset_probe: BaseModel | None = None, gr
     return protocol
 
 
-def _flat(protocol: dict) -> dict:
-    return {
-        f"{part}.{key}" if isinstance(value, dict) else part: inner
-        for part, value in protocol.items()
-        for key, inner in (value.items() if isinstance(value, dict) else [(None, value)])
-    }
+def _flat(protocol: dict, prefix: str = "") -> dict:
+    """``{"probe": {"max_steps": 100}}`` -> ``{"probe.max_steps": 100}``, at any depth."""
+    flat = {}
+    for key, value in protocol.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def protocol_path(data_path: str | Path) -> Path:
+    """Where the protocol of a feature or corpus file is recorded: ``<name>.protocol.json`` beside it."""
+    data_path = Path(data_path)
+    return data_path.with_name(data_path.name + ".protocol.json")
+
+
+def read_protocol(data_path: str | Path) -> dict | None:
+    """The recorded feature protocol of a feature or corpus file, without how its ground truth was measured;
+    ``None`` when none is recorded. A file whose dataset probes are checkpointed beside it (``<stem>
+    .dataset_probes.parquet``, as a grid's corpus) takes the dataset probe's protocol from there."""
+    path = protocol_path(data_path)
+    if not path.exists():
+        return None
+    protocol = json.loads(path.read_text(encoding="utf-8"))
+    protocol.pop("ground_truth", None)
+    probes = protocol_path(Path(data_path).with_name(f"{Path(data_path).stem}.dataset_probes.parquet"))
+    if "dataset_probe" not in protocol and probes.exists():
+        recorded = json.loads(probes.read_text(encoding="utf-8"))
+        if "dataset_probe" in recorded:
+            protocol["dataset_probe"] = recorded["dataset_probe"]
+    return protocol
+
+
+def protocol_mismatches(trained: dict | None, used: dict, features: Sequence[str]) -> list[str]:
+    """The protocol fields that differ between a predictor's training data (``trained``; ``None``: not recorded,
+    nothing to compare) and the features computed now (``used``), among those that ``features`` read: the
+    descriptors' for static features, the probe's for probe features, the dataset probe's for its features."""
+    if trained is None:
+        return []
+    read = set(features)
+    parts = []
+    if read & set(STATIC_FEATURES):
+        parts += ["descriptors_version", "descriptor_sample_size"]
+    if read & set(PROBE_FEATURES):
+        parts.append("probe")
+    if read & set(DATASET_PROBE_FEATURES):
+        parts.append("dataset_probe")
+    parts = [part for part in parts if part in trained]  # a part the training data did not record: unknown
+    before = _flat({part: trained.get(part) for part in parts})
+    now = _flat({part: used.get(part) for part in parts})
+    return [
+        f"{key}: {before.get(key)!r} in the predictor's training data, {now.get(key)!r} here"
+        for key in sorted(before.keys() | now.keys())
+        if before.get(key) != now.get(key)
+    ]
 
 
 def open_feature_store(
@@ -55,11 +119,11 @@ def open_feature_store(
     not say, is refused with an error naming the file: resuming it would mix rows that are not comparable.
     """
     store = ResultStore(path, key)
-    protocol_path = store.parquet_path.with_name(store.parquet_path.name + ".protocol.json")
+    recorded = protocol_path(store.parquet_path)
     protocol = feature_protocol(spec, dataset_probe, ground_truth)
     remedy = f"delete {store.parquet_path} and {store.checkpoint_path} (or write elsewhere) to recompute"
-    if protocol_path.exists():
-        saved = json.loads(protocol_path.read_text(encoding="utf-8"))
+    if recorded.exists():
+        saved = json.loads(recorded.read_text(encoding="utf-8"))
         if saved != protocol:
             before, now = _flat(saved), _flat(protocol)
             changed = sorted(key for key in before.keys() | now.keys() if before.get(key) != now.get(key))
@@ -70,8 +134,8 @@ def open_feature_store(
     elif len(store):
         raise FeatureProtocolError(
             f"{store.parquet_path}: its {len(store)} rows do not record their feature protocol "
-            f"({protocol_path.name} is missing, written by an older version); {remedy}"
+            f"({recorded.name} is missing, written by an older version); {remedy}"
         )
     else:
-        write_text_atomic(json.dumps(protocol, indent=2, sort_keys=True) + "\n", protocol_path)
+        write_text_atomic(json.dumps(protocol, indent=2, sort_keys=True) + "\n", recorded)
     return store

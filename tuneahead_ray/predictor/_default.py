@@ -10,10 +10,10 @@ import hashlib
 from pathlib import Path
 
 from tuneahead_ray._private.cache import cache_root
-from tuneahead_ray.features import FEATURE_GROUPS
+from tuneahead_ray.features import FEATURE_GROUPS, read_protocol
 from tuneahead_ray.predictor._metadataset import load_metadataset
 from tuneahead_ray.predictor._score_predictor import PredictorConfig, ScorePredictor
-from tuneahead_ray.predictor._store import CARD_FILE, save_predictor
+from tuneahead_ray.predictor._store import CARD_FILE, CARD_VERSION, save_predictor
 
 __all__ = [
     "DEFAULT_TARGET",
@@ -44,6 +44,7 @@ def default_predictor_dir(corpus: Path, groups: tuple[str, ...] = FULL_GROUPS) -
     for group in groups:
         digest.update(repr(FEATURE_GROUPS[group]).encode())
     digest.update(PredictorConfig().model_dump_json().encode())
+    digest.update(f"card {CARD_VERSION}".encode())
     return cache_root() / "predictors" / f"{'-'.join(groups)}-{digest.hexdigest()[:16]}"
 
 
@@ -56,5 +57,5 @@ def ensure_default_predictor(groups: tuple[str, ...] = FULL_GROUPS) -> Path:
     if not (directory / CARD_FILE).is_file():
         table = load_metadataset(corpus, DEFAULT_TARGET)
         features = [name for group in groups for name in FEATURE_GROUPS[group]]
-        save_predictor(ScorePredictor(features).fit(table, DEFAULT_TARGET), directory)
+        save_predictor(ScorePredictor(features).fit(table, DEFAULT_TARGET), directory, read_protocol(corpus))
     return directory

@@ -43,9 +43,10 @@ __all__ = [
     "save_predictor",
 ]
 
-CARD_VERSION = 2
-#: Card versions this package reads: 1 has no novelty section (such a predictor scores no novelty).
-READABLE_CARD_VERSIONS = (1, 2)
+CARD_VERSION = 3
+#: Card versions this package reads: 1 has no novelty section (such a predictor scores no novelty); 1 and 2 record
+#: no feature protocol (nothing to check features against).
+READABLE_CARD_VERSIONS = (1, 2, 3)
 MODEL_FILE = "model.txt"
 SCALE_FILE = "scale.txt"
 NOVELTY_FILE = "novelty.npy"
@@ -95,6 +96,8 @@ class ModelCard(BaseModel):
     metrics: dict[str, float | int | str]
     interval: IntervalCard
     novelty: NoveltyCard | None = None
+    #: The feature protocol of the training data (probe, dataset probe, descriptors), when it was recorded.
+    feature_protocol: dict | None = None
     config: PredictorConfig
     libraries: dict[str, str]
     files: dict[str, str]
@@ -120,8 +123,12 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def save_predictor(predictor: ScorePredictor, directory: str | os.PathLike[str]) -> ModelCard:
-    """Write a fitted predictor to ``directory`` (created if needed); the card is written last."""
+def save_predictor(
+    predictor: ScorePredictor, directory: str | os.PathLike[str], feature_protocol: dict | None = None
+) -> ModelCard:
+    """Write a fitted predictor to ``directory`` (created if needed); the card is written last.
+    ``feature_protocol``: how its training data's features were computed (see
+    :func:`tuneahead_ray.features.read_protocol`), so that features computed otherwise are flagged."""
     if predictor.booster is None or predictor.interval is None:
         raise RuntimeError("the predictor is not fitted: call fit() first")
     directory = Path(directory)
@@ -157,6 +164,7 @@ def save_predictor(predictor: ScorePredictor, directory: str | os.PathLike[str])
             floor=interval.floor,
         ),
         novelty=novelty,
+        feature_protocol=feature_protocol,
         config=predictor.config,
         libraries=_library_versions(),
         files={name: _sha256(text) for name, text in texts.items()},

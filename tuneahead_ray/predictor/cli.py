@@ -9,11 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 
 import pandas as pd
 
 from tuneahead_ray._private.cli_support import add_ray_args
+from tuneahead_ray.features import CORPUS_FEATURES, protocol_mismatches, read_protocol
 from tuneahead_ray.features.cli import grid_features
 from tuneahead_ray.predictor._baselines import corpus_models
 from tuneahead_ray.predictor._errors import MetadatasetError
@@ -76,8 +78,24 @@ def _load_tables(paths: list[Path], target: str | None) -> pd.DataFrame:
     return table
 
 
+def _training_protocol(paths: list[Path]) -> dict | None:
+    """The feature protocol recorded beside the training files (``None``: none recorded); files recorded under
+    different protocols are an error, since their features are not comparable."""
+    recorded = {path: protocol for path in paths if (protocol := read_protocol(path)) is not None}
+    if len(set(map(_json, recorded.values()))) > 1:
+        first, *others = recorded
+        differing = next(path for path in others if recorded[path] != recorded[first])
+        changed = protocol_mismatches(recorded[first], recorded[differing], list(CORPUS_FEATURES))
+        raise MetadatasetError(
+            f"--data: {first} and {differing} were computed under different feature protocols "
+            f"({'; '.join(changed)}): train on one of them, or refeature the other"
+        )
+    return next(iter(recorded.values()), None)
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     table = _load_tables(args.data, args.target)
+    protocol = _training_protocol(args.data)
     previous = None
     if args.incremental:
         # Refit the existing model's features and configuration on its data plus the new rows.
@@ -85,6 +103,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if previous.target != args.target:
             raise MetadatasetError(f"{args.out}: the model predicts {previous.target!r}, not {args.target!r}")
         features, config = previous.features, previous.config
+        if protocol is None:
+            protocol = previous.feature_protocol
     else:
         features, config = feature_columns(table, args.target, _dropped(args, table)), _config(args)
     predictor = ScorePredictor(features, config).fit(table, args.target)
@@ -92,7 +112,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         predictor.metrics.update(
             previous_card_sha256=previous.card_sha256, previous_n_train=int(previous.metrics["n_train"])
         )
-    card = save_predictor(predictor, args.out)
+    card = save_predictor(predictor, args.out, protocol)
     summary = {
         "model_dir": str(args.out),
         "features": len(card.features),
@@ -137,6 +157,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     table = load_metadataset(args.features) if args.features is not None else _grid_features(args)
     if args.grid is not None and args.id is None:
         args.id = "candidate_id"
+    used = read_protocol(args.features if args.features is not None else table.attrs["source"])
+    for mismatch in protocol_mismatches(card.feature_protocol, used, card.features) if used is not None else []:
+        print(f"warning: features computed otherwise than the model's training data: {mismatch}", file=sys.stderr)
     lower, upper = predictor.predict_interval(table)
     novelty, novel, drivers = predictor.novelty_of(predictor.matrix(table))
     explanations = Explainer(predictor).explain(table, top_k=args.top_k)

@@ -490,7 +490,11 @@ def _summary(
             "screening_total": spent,
         },
         "compute_saved": 1.0 - spent / train_all if train_all > 0 else 0.0,
-        "predictor": {"card_sha256": predictors.full_card.card_sha256, "features": len(predictors.full.features)},
+        "predictor": {
+            "card_sha256": predictors.full_card.card_sha256,
+            "features": len(predictors.full.features),
+            "protocol_mismatches": predictors.protocol_mismatches,
+        },
         **{key: value for key, value in facts.items() if key != "policy"},
     }
     if "p_success" in table:

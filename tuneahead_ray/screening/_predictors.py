@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tuneahead_ray.features import feature_protocol, protocol_mismatches
 from tuneahead_ray.predictor import (
     DEFAULT_TARGET,
     FULL_GROUPS,
@@ -25,12 +26,16 @@ SCREENING_TARGET = DEFAULT_TARGET
 
 
 class ScreeningPredictors:
-    """The full model (static + probe + hyperparameters) and the pre-screen model (static + hyperparameters)."""
+    """The full model (static + probe + hyperparameters) and the pre-screen model (static + hyperparameters);
+    ``protocol_mismatches``: how the grid computes features otherwise than the predictors' training data did."""
 
-    def __init__(self, full, full_card, prescreen, prescreen_card, base_score: float | None) -> None:
+    def __init__(
+        self, full, full_card, prescreen, prescreen_card, base_score: float | None, protocol_mismatches=()
+    ) -> None:
         self.full, self.full_card = full, full_card
         self.prescreen, self.prescreen_card = prescreen, prescreen_card
         self.base_score = base_score
+        self.protocol_mismatches: list[str] = list(protocol_mismatches)
 
 
 def _load(spec: str, groups: tuple[str, ...], base_dir: Path):
@@ -55,4 +60,10 @@ def load_predictors(grid: GridSpec, base_dir: str | Path = ".", prescreen: bool 
     base_score = grid.base_score
     if base_score is None and grid.predictor == "default":
         base_score = _corpus_base_score()
-    return ScreeningPredictors(full, full_card, pre, pre_card, base_score)
+    used = feature_protocol(grid.probe, grid.dataset_probe)
+    mismatches = protocol_mismatches(full_card.feature_protocol, used, full.features)
+    if pre_card is not None:
+        mismatches += [
+            f"pre-screen predictor: {m}" for m in protocol_mismatches(pre_card.feature_protocol, used, pre.features)
+        ]
+    return ScreeningPredictors(full, full_card, pre, pre_card, base_score, mismatches)

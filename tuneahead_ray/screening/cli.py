@@ -38,6 +38,12 @@ def run_screening(grid_path: Path, args: argparse.Namespace) -> int:
     (out / "grid.json").write_text(grid.model_dump_json(indent=2) + "\n", encoding="utf-8")
     print(f"{len(candidates)} candidates from {grid_path} -> {out}", file=sys.stderr)
     predictors = load_predictors(grid, grid_path.resolve().parent, prescreen=grid.probe_budget is not None)
+    for mismatch in predictors.protocol_mismatches:
+        print(
+            f"warning: {grid_path}: features are computed otherwise than for the predictor's training data, so its "
+            f"predictions may be off: {mismatch}",
+            file=sys.stderr,
+        )
     init_ray(args)
     result = screen(grid, candidates, predictors, out, pool_config=pool, on_progress=StageBars())
     paths = write_report(result, grid, out)

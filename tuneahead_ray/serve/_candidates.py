@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from tuneahead_ray.features import CORPUS_FEATURES, DATASET_PROBE_FEATURES
+from tuneahead_ray.features import CORPUS_FEATURES, DATASET_PROBE_FEATURES, feature_protocol, protocol_mismatches
 from tuneahead_ray.schemas import Candidate, DatasetRef
 from tuneahead_ray.serve._config import ServeConfig
 from tuneahead_ray.serve._errors import ApiError
@@ -73,7 +73,12 @@ class CandidateFeaturizer:
     """
 
     def __init__(
-        self, base_model: str, probe: Mapping[str, float], device: str = "auto", model_features: Sequence[str] = ()
+        self,
+        base_model: str,
+        probe: Mapping[str, float],
+        device: str = "auto",
+        model_features: Sequence[str] = (),
+        protocol: Mapping[str, Any] | None = None,
     ) -> None:
         from tuneahead_ray.probe import DatasetProbeSpec, ProbeSpec, RunWorker
 
@@ -83,9 +88,21 @@ class CandidateFeaturizer:
                 f"the model reads column(s) that candidate specs do not produce ({', '.join(map(repr, unavailable))}):"
                 " serve it without data_root"
             )
-        self.spec = ProbeSpec.model_validate(dict(probe))
+        # The model's training protocol (its card's, when recorded) is the default; ``probe`` overrides it.
+        trained = dict(protocol or {})
+        self.spec = ProbeSpec.model_validate({**trained.get("probe", {}), **dict(probe)})
         #: The corpus's dataset-probe protocol, run only for a model that reads its features.
-        self.dataset_spec = DatasetProbeSpec() if set(model_features) & set(DATASET_PROBE_FEATURES) else None
+        self.dataset_spec = None
+        if set(model_features) & set(DATASET_PROBE_FEATURES):
+            self.dataset_spec = DatasetProbeSpec.model_validate(trained.get("dataset_probe", {}))
+        used = feature_protocol(self.spec, self.dataset_spec)
+        mismatches = protocol_mismatches(protocol, used, model_features)
+        if mismatches:  # refuse at deploy time: every prediction would read features the model never saw
+            raise ValueError(
+                "the serve config's probe computes features otherwise than the model's training data ("
+                + "; ".join(mismatches)
+                + "): drop those probe keys to use the model's"
+            )
         self.base_model, self.device = base_model, device
         self.worker = RunWorker(base_model, device)
         self._descriptors: OrderedDict[tuple[str, str], dict[str, float]] = OrderedDict()

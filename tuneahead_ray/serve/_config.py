@@ -43,7 +43,8 @@ class ServeConfig(BaseModel):
     device: str = Field("auto", description="Device of the FeatureWorker's base model: auto, cpu or cuda[:N].")
     probe: dict[str, float] = Field(
         default_factory=dict,
-        description="ProbeSpec fields overriding its defaults; match the corpus's protocol. A plain mapping here, "
+        description="ProbeSpec fields overriding the model's training protocol (its card's, else the defaults); one "
+        "that contradicts the card is refused when the FeatureWorker starts. A plain mapping here, "
         "validated when the FeatureWorker is built, so that the ingress does not import torch",
     )
     max_batch_size: int = Field(

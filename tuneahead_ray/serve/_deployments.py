@@ -87,8 +87,10 @@ def bind_app(config: ServeConfig, overrides: Mapping[str, Mapping[str, Any]] | N
     worker = None
     if config.data_root is not None:
         options = overrides.get("FeatureWorker", {})
-        features = read_card(config.model_dir).features
-        worker = FeatureWorker.options(**options).bind(config.base_model, config.probe, config.device, features)
+        card = read_card(config.model_dir)
+        worker = FeatureWorker.options(**options).bind(
+            config.base_model, config.probe, config.device, card.features, card.feature_protocol
+        )
     return ScoreService.options(**overrides.get("ScoreService", {})).bind(config, worker)
 
 

@@ -194,6 +194,9 @@ def test_report_files_are_strict_self_contained_and_reproducible(tmp_path) -> No
     assert html == again["html"].read_text() and paths["json"].read_bytes() == again["json"].read_bytes()
     parquet = pd.read_parquet(paths["parquet"])
     assert parquet["decision"].tolist() == result.table["decision"].tolist()
+    assert "computed otherwise" not in html
+    result.summary["predictor"]["protocol_mismatches"] = ["probe.max_steps: 100 in the predictor's training data"]
+    assert "probe.max_steps: 100 in the predictor" in write_report(result, grid, tmp_path / "c")["html"].read_text()
 
 
 def test_dataset_flags_name_the_descriptor() -> None:

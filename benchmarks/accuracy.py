@@ -164,8 +164,11 @@ def noise_floor(target_std: float, benchmark_items: int, path: Path | None = Non
     """The ground truth's seed noise on a benchmark of ``benchmark_items`` items (``benchmarks/noise_floor.py``'s
     results at ``path``, default ``benchmarks/results/noise_floor.json``), as the RMSE and RMSE / std no predictor
     of the candidate can beat on average, when that benchmark has measured it."""
-    path = path or results_path("noise_floor")
+    default = results_path("noise_floor")
+    path = path or default
     if not path.exists():
+        if path != default:
+            raise FileNotFoundError(f"--floor: {path} does not exist (run benchmarks/noise_floor.py --out {path})")
         return None
     figures = read_figures(path)
     floor = figures.get("by_benchmark_items", {}).get(str(benchmark_items))

@@ -85,7 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = time.perf_counter()
     table, _ = load_corpus(args.corpus)
-    features = [name for group in args.groups.split(",") for name in FEATURE_GROUPS[group]]
+    groups = args.groups.split(",")
+    if unknown := [group for group in groups if group not in FEATURE_GROUPS]:
+        parser.error(f"--groups: no feature group {unknown[0]!r} (the groups: {', '.join(FEATURE_GROUPS)})")
+    features = [name for group in groups for name in FEATURE_GROUPS[group]]
     missing = [name for name in features if name not in table.columns]
     if missing:
         parser.error(f"--groups: {args.corpus} has no column {missing[0]} ({len(missing)} missing)")

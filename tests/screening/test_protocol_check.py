@@ -46,11 +46,14 @@ def test_the_card_records_the_training_datas_protocol_without_its_ground_truth(t
     assert read_card(tmp_path / "model").feature_protocol == read_protocol(data)
 
 
-def test_training_on_files_of_different_protocols_is_refused(tmp_path) -> None:
+def test_training_or_refitting_on_data_of_another_protocol_is_refused(tmp_path, capsys) -> None:
     other = feature_protocol(ProbeSpec(max_steps=50), DatasetProbeSpec())
     first, second = _table(tmp_path, "a.csv", PROTOCOL), _table(tmp_path, "b.csv", other)
-    with pytest.raises(MetadatasetError, match=r"probe\.max_steps: 100 .* 50 here"):
+    with pytest.raises(MetadatasetError, match=r"different feature protocols \(probe\.max_steps: 100 vs 50\)"):
         _train("--data", str(first), "--data", str(second), "--target", "y", "--out", str(tmp_path / "model"))
+    assert _train("--data", str(first), "--target", "y", "--out", str(tmp_path / "model")) == 0
+    with pytest.raises(MetadatasetError, match=r"another feature protocol .* \(probe\.max_steps: 100 vs 50\)"):
+        _train("--incremental", "--data", str(second), "--target", "y", "--out", str(tmp_path / "model"))
 
 
 def test_only_the_fields_the_features_read_are_compared() -> None:
@@ -102,3 +105,16 @@ def test_a_grid_corpus_takes_its_dataset_probe_protocol_from_its_dataset_probe_c
     assert read_protocol(corpus)["dataset_probe"] == probes["dataset_probe"]
     (mismatch,) = protocol_mismatches(read_protocol(corpus), PROTOCOL, ["dataset_probe_final_loss"])
     assert mismatch.startswith("dataset_probe.hp.max_steps: 30")
+
+
+def test_serve_refuses_a_probe_override_that_contradicts_the_models_protocol(tmp_path) -> None:
+    from tuneahead_ray.serve import ServeConfig, bind_app
+
+    table = synthetic_metadataset(120, seed=1).rename(columns={"x1": "probe_final_loss", "x2": "num_rows"})
+    predictor = ScorePredictor(["probe_final_loss", "num_rows"], FAST).fit(table, "y")
+    save_predictor(predictor, tmp_path / "model", read_protocol(_table(tmp_path, "corpus.csv", PROTOCOL)))
+    (tmp_path / "data").mkdir()
+    config = ServeConfig(model_dir=tmp_path / "model", data_root=tmp_path / "data", probe={"max_steps": 50})
+    with pytest.raises(ValueError, match=r"probe\.max_steps: 100 in the model's training data, 50\.0 in the serve"):
+        bind_app(config)
+    assert bind_app(config.model_copy(update={"probe": {"max_steps": 100}})) is not None

@@ -36,11 +36,10 @@ def test_the_dataset_probe_runs_once_per_dataset_for_a_model_that_reads_it(tmp_p
     assert not any(name in plain.features(candidate(1e-3)) for name in DATASET_PROBE_FEATURES)
 
 
-def test_the_featurizer_probes_as_the_models_corpus_did_and_refuses_a_contradicting_config() -> None:
+def test_the_featurizer_probes_as_the_models_corpus_did() -> None:
     trained = feature_protocol(ProbeSpec(max_steps=30), DatasetProbeSpec.model_validate({"hp": {"max_steps": 10}}))
     features = [*PROBE_FEATURES, *DATASET_PROBE_FEATURES]
     adopted = CandidateFeaturizer("default", {}, "cpu", model_features=features, protocol=trained)
     assert adopted.spec.max_steps == 30 and adopted.dataset_spec.hp.max_steps == 10
-    assert CandidateFeaturizer("default", {"min_steps": 20}, "cpu", features, trained).spec.max_steps == 30
-    with pytest.raises(ValueError, match=r"probe\.max_steps: 30 in the predictor's training data, 50 here"):
-        CandidateFeaturizer("default", {"max_steps": 50}, "cpu", model_features=features, protocol=trained)
+    overridden = CandidateFeaturizer("default", {"min_steps": 25}, "cpu", features, trained).spec
+    assert (overridden.min_steps, overridden.max_steps) == (25, 30)

@@ -84,9 +84,10 @@ def with_dataset_probes(
     ``candidates``) train on, by fingerprint, each dataset probed once (checkpointed in
     ``out_dir/corpus.dataset_probes.parquet``, so a rerun probes only new datasets).
 
-    Stored runs whose dataset-probe columns are missing or differ (a corpus built before the dataset probe, or under
-    another ``dataset_probe:``) get the current ones; their runs are kept. Returns the features by fingerprint and
-    one failure per ``todo`` candidate whose dataset probe failed (do not run those).
+    Stored runs whose dataset-probe columns are missing or differ from the checkpoint's (a corpus built before the
+    dataset probe, or one whose checkpoint was deleted to change ``dataset_probe:``) get the current ones; their
+    runs are kept. Only stored runs of ``candidates`` can be probed: others keep what they have. Returns the
+    features by fingerprint and one failure per candidate whose dataset probe failed (a ``todo`` one must not run).
     """
     checkpoint = ResultStore(dataset_probe_path(out_dir / "corpus.parquet"), key="dataset_probe_id")
     probes = {row["dataset_fingerprint"]: row for row in checkpoint.rows.values() if row["model"] == grid.model}
@@ -108,7 +109,7 @@ def with_dataset_probes(
         row = store.rows[key]
         if (probe := probes.get(row["dataset_fingerprint"])) is not None and _lacks_dataset_probe(row, probe):
             store.append({**row, **{name: probe[name] for name in DATASET_PROBE_FEATURES}})
-    return merged, [failure for failure in failures if failure.key in todo]
+    return merged, failures
 
 
 class GridCorpusReport:
@@ -174,7 +175,7 @@ def build_grid_corpus(
         on_progress=on_progress,
     )  # fmt: skip
     for failure in failures:
-        del todo[failure.key]
+        todo.pop(failure.key, None)
     if todo:
 
         def corpus_row(key: str, result: tuple[ProbeResult, RunResult]) -> dict:

@@ -113,6 +113,8 @@ def build_active_corpus(
     failures: list[WorkerFailure] = []
 
     if len(store) >= runs or spend.reached or not set(ids) - set(store.rows):
+        # Nothing to train; stored runs that lack the dataset probe still get it.
+        failures = with_dataset_probes(grid, ids, fingerprints, store, out, todo=set(), config=config)[1]
         store.flush()
         return spend.report(store, failures), history
     static, failures = with_dataset_probes(
@@ -120,7 +122,8 @@ def build_active_corpus(
     )
     pool_store = open_feature_store(out / "pool.parquet", grid.probe, grid.dataset_probe)
     if strategy is not Strategy.RANDOM:  # the pool's own features rank it; random needs none
-        unprobed = {key: c for key, c in ids.items() if key not in pool_store and key not in store}
+        skip = {failure.key for failure in failures} | set(pool_store.rows) | set(store.rows)
+        unprobed = {key: c for key, c in ids.items() if key not in skip}
         failures += run_probes(
             unprobed, fingerprints, static, pool_store, model=grid.model, spec=grid.probe, pool_config=config,
             on_progress=on_progress,

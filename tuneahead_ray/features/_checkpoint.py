@@ -22,6 +22,7 @@ __all__ = [
     "FeatureProtocolError",
     "feature_protocol",
     "open_feature_store",
+    "protocol_differences",
     "protocol_mismatches",
     "protocol_path",
     "read_protocol",
@@ -82,6 +83,13 @@ def read_protocol(data_path: str | Path) -> dict | None:
     return protocol
 
 
+def protocol_differences(first: dict, second: dict) -> list[str]:
+    """Every field in which two recorded protocols differ, as ``"probe.max_steps: 100 vs 50"``."""
+    a, b = _flat(first), _flat(second)
+    keys = sorted(key for key in a.keys() | b.keys() if a.get(key) != b.get(key))
+    return [f"{key}: {a.get(key)!r} vs {b.get(key)!r}" for key in keys]
+
+
 def protocol_mismatches(trained: dict | None, used: dict, features: Sequence[str]) -> list[str]:
     """The protocol fields that differ between a predictor's training data (``trained``; ``None``: not recorded,
     nothing to compare) and the features computed now (``used``), among those that ``features`` read: the
@@ -96,7 +104,7 @@ def protocol_mismatches(trained: dict | None, used: dict, features: Sequence[str
         parts.append("probe")
     if read & set(DATASET_PROBE_FEATURES):
         parts.append("dataset_probe")
-    parts = [part for part in parts if part in trained]  # a part the training data did not record: unknown
+    parts = [part for part in parts if part in trained and part in used]  # a part not recorded: unknown
     before = _flat({part: trained.get(part) for part in parts})
     now = _flat({part: used.get(part) for part in parts})
     return [
@@ -121,8 +129,8 @@ def open_feature_store(
     store = ResultStore(path, key)
     recorded = protocol_path(store.parquet_path)
     protocol = feature_protocol(spec, dataset_probe, ground_truth)
-    remedy = f"delete {store.parquet_path} and {store.checkpoint_path} (or write elsewhere) to recompute"
-    if recorded.exists():
+    remedy = f"delete {store.parquet_path}, {store.checkpoint_path} and {recorded} (or write elsewhere) to recompute"
+    if recorded.exists() and len(store):
         saved = json.loads(recorded.read_text(encoding="utf-8"))
         if saved != protocol:
             before, now = _flat(saved), _flat(protocol)
@@ -131,7 +139,7 @@ def open_feature_store(
                 f"{store.parquet_path}: its {len(store)} rows were computed with another feature protocol "
                 f"(differs in {', '.join(changed)}); {remedy}"
             )
-    elif len(store):
+    elif len(store) and not recorded.exists():
         raise FeatureProtocolError(
             f"{store.parquet_path}: its {len(store)} rows do not record their feature protocol "
             f"({recorded.name} is missing, written by an older version); {remedy}"

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from tuneahead_ray._private.cli_support import add_ray_args
-from tuneahead_ray.features import CORPUS_FEATURES, protocol_mismatches, read_protocol
+from tuneahead_ray.features import protocol_differences, protocol_mismatches, read_protocol
 from tuneahead_ray.features.cli import grid_features
 from tuneahead_ray.predictor._baselines import corpus_models
 from tuneahead_ray.predictor._errors import MetadatasetError
@@ -85,7 +85,7 @@ def _training_protocol(paths: list[Path]) -> dict | None:
     if len(set(map(_json, recorded.values()))) > 1:
         first, *others = recorded
         differing = next(path for path in others if recorded[path] != recorded[first])
-        changed = protocol_mismatches(recorded[first], recorded[differing], list(CORPUS_FEATURES))
+        changed = protocol_differences(recorded[first], recorded[differing])
         raise MetadatasetError(
             f"--data: {first} and {differing} were computed under different feature protocols "
             f"({'; '.join(changed)}): train on one of them, or refeature the other"
@@ -105,6 +105,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
         features, config = previous.features, previous.config
         if protocol is None:
             protocol = previous.feature_protocol
+        elif previous.feature_protocol is not None and protocol != previous.feature_protocol:
+            changed = protocol_differences(previous.feature_protocol, protocol)
+            raise MetadatasetError(
+                f"--data: computed under another feature protocol than the model in {args.out} was trained on "
+                f"({'; '.join(changed)}): train a new model (without --incremental) instead"
+            )
     else:
         features, config = feature_columns(table, args.target, _dropped(args, table)), _config(args)
     predictor = ScorePredictor(features, config).fit(table, args.target)

@@ -8,13 +8,19 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from tuneahead_ray.features import CORPUS_FEATURES, DATASET_PROBE_FEATURES, feature_protocol, protocol_mismatches
+from tuneahead_ray.features import (
+    CORPUS_FEATURES,
+    DATASET_PROBE_FEATURES,
+    DESCRIPTOR_SAMPLE_SIZE,
+    DESCRIPTORS_VERSION,
+    protocol_mismatches,
+)
 from tuneahead_ray.schemas import Candidate, DatasetRef
 from tuneahead_ray.serve._config import ServeConfig
 from tuneahead_ray.serve._errors import ApiError
 from tuneahead_ray.serve._schemas import CandidateSpec
 
-__all__ = ["CandidateFeaturizer", "candidate_from_spec", "model_features_of"]
+__all__ = ["CandidateFeaturizer", "candidate_from_spec", "model_features_of", "protocol_problems"]
 
 _DESCRIPTOR_CACHE_SIZE = 8
 
@@ -62,6 +68,27 @@ def model_features_of(rows: Sequence[Mapping[str, Any]], features: Sequence[str]
     return [{name: row[name] for name in features} for row in rows]
 
 
+def protocol_problems(
+    protocol: Mapping[str, Any] | None, probe: Mapping[str, Any], model_features: Sequence[str]
+) -> list[str]:
+    """Why the service cannot compute the features a model was trained on (its card's ``protocol``; ``None``: not
+    recorded, nothing to check): ``probe`` overrides that contradict its probe, or descriptors of another version."""
+    if protocol is None:
+        return []
+    recorded = protocol.get("probe") or {}
+    problems = [
+        f"probe.{key}: {recorded[key]!r} in the model's training data, {value!r} in the serve config (drop it)"
+        for key, value in probe.items()
+        if key in recorded and recorded[key] != value
+    ]
+    now = {"descriptors_version": DESCRIPTORS_VERSION, "descriptor_sample_size": DESCRIPTOR_SAMPLE_SIZE}
+    problems += [
+        f"{mismatch} (this release's descriptors: retrain the model on a refeatured corpus)"
+        for mismatch in protocol_mismatches(dict(protocol), now, model_features)
+    ]
+    return problems
+
+
 class CandidateFeaturizer:
     """Loads the base model once; a candidate's meta-feature row is its dataset's static descriptors and, when the
     served model reads them, its dataset's standardized probe features (both cached per dataset content), its probe
@@ -95,14 +122,6 @@ class CandidateFeaturizer:
         self.dataset_spec = None
         if set(model_features) & set(DATASET_PROBE_FEATURES):
             self.dataset_spec = DatasetProbeSpec.model_validate(trained.get("dataset_probe", {}))
-        used = feature_protocol(self.spec, self.dataset_spec)
-        mismatches = protocol_mismatches(protocol, used, model_features)
-        if mismatches:  # refuse at deploy time: every prediction would read features the model never saw
-            raise ValueError(
-                "the serve config's probe computes features otherwise than the model's training data ("
-                + "; ".join(mismatches)
-                + "): drop those probe keys to use the model's"
-            )
         self.base_model, self.device = base_model, device
         self.worker = RunWorker(base_model, device)
         self._descriptors: OrderedDict[tuple[str, str], dict[str, float]] = OrderedDict()

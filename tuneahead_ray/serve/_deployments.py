@@ -20,7 +20,7 @@ from tuneahead_ray.predictor import load_predictor, read_card
 from tuneahead_ray.schemas import Candidate
 from tuneahead_ray.serve._app import create_fastapi_app
 from tuneahead_ray.serve._backend import ModelBackend, RowPredictions, predict_matrices
-from tuneahead_ray.serve._candidates import CandidateFeaturizer
+from tuneahead_ray.serve._candidates import CandidateFeaturizer, protocol_problems
 from tuneahead_ray.serve._config import ServeConfig
 
 __all__ = ["FeatureWorker", "ScoreService", "bind_app", "build_app"]
@@ -88,6 +88,9 @@ def bind_app(config: ServeConfig, overrides: Mapping[str, Mapping[str, Any]] | N
     if config.data_root is not None:
         options = overrides.get("FeatureWorker", {})
         card = read_card(config.model_dir)
+        problems = protocol_problems(card.feature_protocol, config.probe, card.features)
+        if problems:  # every prediction would read features the model never saw
+            raise ValueError(f"{config.model_dir}: specs would be featurized otherwise: {'; '.join(problems)}")
         worker = FeatureWorker.options(**options).bind(
             config.base_model, config.probe, config.device, card.features, card.feature_protocol
         )

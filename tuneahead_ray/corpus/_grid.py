@@ -166,13 +166,13 @@ def build_grid_corpus(
     store = open_feature_store(Path(out_dir) / "corpus.parquet", grid.probe)
     sample = sample_candidates(candidates, runs, seed)
     fingerprints = dataset_fingerprints(sample)
-    todo = {key: c for key, c in candidate_ids(sample, fingerprints).items() if key not in store}
+    ids = candidate_ids(sample, fingerprints)
+    todo = {key: c for key, c in ids.items() if key not in store}
     spend = CorpusSpend(store.rows.values(), gpu_hours, config.gpus_per_worker)
     if spend.reached:
         todo = {}
     static, failures = with_dataset_probes(
-        grid, candidate_ids(sample, fingerprints), fingerprints, store, Path(out_dir), todo=set(todo), config=config,
-        on_progress=on_progress,
+        grid, ids, fingerprints, store, Path(out_dir), todo=set(todo), config=config, on_progress=on_progress,
     )  # fmt: skip
     for failure in failures:
         todo.pop(failure.key, None)

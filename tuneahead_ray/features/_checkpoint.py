@@ -20,6 +20,7 @@ from tuneahead_ray.features._names import (
 
 __all__ = [
     "FeatureProtocolError",
+    "dataset_probe_path",
     "feature_protocol",
     "open_feature_store",
     "protocol_differences",
@@ -60,6 +61,17 @@ def _flat(protocol: dict, prefix: str = "") -> dict:
     return flat
 
 
+def _changed_keys(before: dict, now: dict) -> list[str]:
+    """The keys of two flat protocols whose values differ (or that only one has), sorted."""
+    return sorted(key for key in before.keys() | now.keys() if before.get(key) != now.get(key))
+
+
+def dataset_probe_path(out_path: str | Path) -> Path:
+    """Where the dataset probes of a feature file are checkpointed: ``<name>.dataset_probes.parquet`` beside it."""
+    out_path = Path(out_path)
+    return out_path.with_name(f"{out_path.stem}.dataset_probes.parquet")
+
+
 def protocol_path(data_path: str | Path) -> Path:
     """Where the protocol of a feature or corpus file is recorded: ``<name>.protocol.json`` beside it."""
     data_path = Path(data_path)
@@ -75,7 +87,7 @@ def read_protocol(data_path: str | Path) -> dict | None:
         return None
     protocol = json.loads(path.read_text(encoding="utf-8"))
     protocol.pop("ground_truth", None)
-    probes = protocol_path(Path(data_path).with_name(f"{Path(data_path).stem}.dataset_probes.parquet"))
+    probes = protocol_path(dataset_probe_path(data_path))
     if "dataset_probe" not in protocol and probes.exists():
         recorded = json.loads(probes.read_text(encoding="utf-8"))
         if "dataset_probe" in recorded:
@@ -86,8 +98,7 @@ def read_protocol(data_path: str | Path) -> dict | None:
 def protocol_differences(first: dict, second: dict) -> list[str]:
     """Every field in which two recorded protocols differ, as ``"probe.max_steps: 100 vs 50"``."""
     a, b = _flat(first), _flat(second)
-    keys = sorted(key for key in a.keys() | b.keys() if a.get(key) != b.get(key))
-    return [f"{key}: {a.get(key)!r} vs {b.get(key)!r}" for key in keys]
+    return [f"{key}: {a.get(key)!r} vs {b.get(key)!r}" for key in _changed_keys(a, b)]
 
 
 def protocol_mismatches(trained: dict | None, used: dict, features: Sequence[str]) -> list[str]:
@@ -109,8 +120,7 @@ def protocol_mismatches(trained: dict | None, used: dict, features: Sequence[str
     now = _flat({part: used.get(part) for part in parts})
     return [
         f"{key}: {before.get(key)!r} in the predictor's training data, {now.get(key)!r} here"
-        for key in sorted(before.keys() | now.keys())
-        if before.get(key) != now.get(key)
+        for key in _changed_keys(before, now)
     ]
 
 
@@ -133,8 +143,7 @@ def open_feature_store(
     if recorded.exists() and len(store):
         saved = json.loads(recorded.read_text(encoding="utf-8"))
         if saved != protocol:
-            before, now = _flat(saved), _flat(protocol)
-            changed = sorted(key for key in before.keys() | now.keys() if before.get(key) != now.get(key))
+            changed = _changed_keys(_flat(saved), _flat(protocol))
             raise FeatureProtocolError(
                 f"{store.parquet_path}: its {len(store)} rows were computed with another feature protocol "
                 f"(differs in {', '.join(changed)}); {remedy}"

@@ -19,7 +19,7 @@ from tuneahead_ray._private.store import ResultStore
 from tuneahead_ray._private.workers import PoolConfig, WorkerFailure
 from tuneahead_ray.constants import STAGE_DATASET_PROBES, STAGE_DESCRIPTORS, STAGE_PROBES
 from tuneahead_ray.descriptors.pipeline import compute_descriptors
-from tuneahead_ray.features._checkpoint import open_feature_store
+from tuneahead_ray.features._checkpoint import dataset_probe_path, open_feature_store
 from tuneahead_ray.features._hp import hp_features
 from tuneahead_ray.features._names import DATASET_PROBE_FEATURES, DESCRIPTOR_SAMPLE_SIZE
 from tuneahead_ray.features._rows import candidate_ids, dataset_fingerprints
@@ -187,12 +187,6 @@ def _collect(
         if on_progress is not None:
             on_progress(stage, done, total)
     return failures
-
-
-def dataset_probe_path(out_path: str | Path) -> Path:
-    """Where the dataset probes of a feature file are checkpointed: ``<name>.dataset_probes.parquet`` beside it."""
-    out_path = Path(out_path)
-    return out_path.with_name(f"{out_path.stem}.dataset_probes.parquet")
 
 
 def probe_datasets(

@@ -8,24 +8,17 @@ dataset (driver side) the repeated prompts are grouped with numpy.
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 
 from ._common import ArrowBatch, column_texts
+from ._duplicates import hash64
 
 __all__ = ["conflicting_response_rate", "conflicting_response_rate_of_hashes", "normalised_hashes"]
 
 
-def _hash(text: str) -> int:
-    normalised = " ".join(text.casefold().split())
-    digest = hashlib.blake2b(normalised.encode("utf-8", "surrogatepass"), digest_size=8).digest()
-    return int.from_bytes(digest, "little")
-
-
 def normalised_hashes(batch: ArrowBatch, column: str) -> np.ndarray:
     """Per row: 64-bit hash of the case-folded, whitespace-collapsed text of ``column``."""
-    return np.array([_hash(text) for text in column_texts(batch, column)], dtype=np.uint64)
+    return np.array([hash64(" ".join(text.casefold().split())) for text in column_texts(batch, column)], np.uint64)
 
 
 def conflicting_response_rate_of_hashes(prompt_hashes: np.ndarray, response_hashes: np.ndarray) -> float:

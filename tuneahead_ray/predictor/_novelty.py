@@ -100,17 +100,12 @@ def _scaled(x: np.ndarray, center: np.ndarray, scale: np.ndarray) -> np.ndarray:
 class NoveltyBins:
     """Half-widths by novelty: none up to ``threshold`` (the predictor's own interval applies); beyond it,
     ``quantiles[i]`` (non-decreasing) in bin ``i``, the bins split at ``edges`` (one fewer than the bins; the
-    last bin is open). A candidate beyond ``flag`` (at least ``threshold``; ``None``: ``threshold``) is novel."""
+    last bin is open). A candidate beyond ``flag`` (at least ``threshold``) is flagged novel."""
 
     threshold: float
     edges: tuple[float, ...]
     quantiles: tuple[float, ...]
-    flag_threshold: float | None = None
-
-    @property
-    def flag(self) -> float:
-        """The novelty beyond which a candidate is flagged novel."""
-        return self.threshold if self.flag_threshold is None else self.flag_threshold
+    flag: float
 
     def half_widths(self, novelty: np.ndarray) -> np.ndarray:
         """Half-width per row of its novelty bin; 0 at or below ``threshold``."""

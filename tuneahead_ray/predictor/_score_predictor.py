@@ -339,7 +339,7 @@ class ScorePredictor:
                 config.level, config.seed, config.novelty_widen_from,
             )  # fmt: skip
             details["novelty_threshold"] = self.novelty_bins.flag
-            details["novelty_widen_from"] = self.novelty_bins.threshold
+            details["novelty_widen_threshold"] = self.novelty_bins.threshold
         self.metrics = {
             "n_train": len(y),
             "rounds": booster.current_iteration(),

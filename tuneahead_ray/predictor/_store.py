@@ -242,7 +242,8 @@ def _load_novelty(directory: Path, card: ModelCard) -> tuple[NoveltyScore, Novel
     if space.ndim != 2 or space.shape[1] != len(card.features) or space.dtype != np.float64:
         raise ModelStoreError(f"{path}: expected a float64 array of {len(card.features)} columns, got {space.shape}")
     score = NoveltyScore(np.asarray(saved.center), np.asarray(saved.scale), space, saved.typical, saved.k)
-    return score, NoveltyBins(saved.threshold, tuple(saved.edges), tuple(saved.quantiles), saved.flag)
+    flag = saved.threshold if saved.flag is None else saved.flag  # before card version 4: where the bins start
+    return score, NoveltyBins(saved.threshold, tuple(saved.edges), tuple(saved.quantiles), flag)
 
 
 def load_predictor(directory: str | os.PathLike[str]) -> tuple[ScorePredictor, ModelCard]:

@@ -108,11 +108,12 @@ def test_a_non_finite_threshold_is_rejected() -> None:
 
 @pytest.fixture(scope="module")
 def fitted() -> tuple[ScorePredictor, pd.DataFrame]:
-    """A real predictor of y = 10 x (noise growing with z) with per-run (cv-normalized) intervals."""
+    """A real predictor of y = 10 x (noise growing with z) with per-run (cv-normalized) intervals; without novelty,
+    which would widen the intervals of the pool's least usual quarter too (novel runs are uncertain as well)."""
     rng = np.random.default_rng(0)
     x, z = rng.uniform(0, 10, 400), rng.uniform(0, 1, 400)
     table = pd.DataFrame({"x": x, "z": z, "y": 10 * x + rng.normal(0, 0.5 + 20 * (z > 0.5), 400)})
-    config = PredictorConfig(interval_method="cv-normalized", learning_rate=0.1, min_child_samples=5)
+    config = PredictorConfig(interval_method="cv-normalized", learning_rate=0.1, min_child_samples=5, novelty=False)
     return ScorePredictor(["x", "z"], config).fit(table, "y"), table
 
 

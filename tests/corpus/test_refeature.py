@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pyarrow as pa
@@ -11,8 +12,17 @@ import pytest
 from tuneahead_ray._private.store import ResultStore
 from tuneahead_ray._private.workers import PoolConfig
 from tuneahead_ray.corpus import CorpusSpec, refeature_checkpoint, refeature_corpus
-from tuneahead_ray.features import DATASET_PROBE_FEATURES, HP_FEATURES, PROBE_FEATURES, STATIC_FEATURES
-from tuneahead_ray.probe import ProbeSpec
+from tuneahead_ray.features import (
+    DATASET_PROBE_FEATURES,
+    DESCRIPTOR_SAMPLE_SIZE,
+    DESCRIPTORS_VERSION,
+    HP_FEATURES,
+    MODEL_FEATURES,
+    PROBE_FEATURES,
+    ROW_FEATURES,
+    STATIC_FEATURES,
+)
+from tuneahead_ray.probe import DatasetProbeSpec, ProbeSpec
 from tuneahead_ray.schemas import HyperParams
 from tuneahead_ray.testbed import DataSpec
 
@@ -75,10 +85,47 @@ def test_refeature_keeps_ground_truth_replaces_features_and_resumes(ray_session:
 def test_refeature_recomputes_row_descriptors_by_default(ray_session: None, tmp_path: Path) -> None:
     path = tmp_path / "corpus.parquet"
     _stale_corpus(path, 1)
+    protocol = tmp_path / "corpus.parquet.protocol.json"
+    protocol.write_text(json.dumps({"descriptors_version": 1, "probe": {"min_steps": 7}, "ground_truth": {"b": 1}}))
     table, _ = refeature_corpus(path, probe_spec=_SPEC, pool_config=PoolConfig(num_workers=1, device="cpu"))
     assert table is not None
     assert table.column("num_rows").to_pylist() == [40.0]
     assert set(STATIC_FEATURES) <= set(table.column_names)
+    # The recorded protocol is the refresh's now: descriptors, probe and dataset probe; the ground truth's is kept.
+    assert json.loads(protocol.read_text()) == {
+        "descriptors_version": DESCRIPTORS_VERSION,
+        "descriptor_sample_size": DESCRIPTOR_SAMPLE_SIZE,
+        "probe": _SPEC.model_dump(mode="json"),
+        "dataset_probe": DatasetProbeSpec().model_dump(mode="json"),
+        "ground_truth": {"b": 1},
+    }
+
+
+def test_refeature_of_row_descriptors_only_keeps_everything_else_and_updates_the_protocol(
+    ray_session: None, tmp_path: Path
+) -> None:
+    path = tmp_path / "corpus.parquet"
+    _stale_corpus(path, 2)
+    protocol = tmp_path / "corpus.parquet.protocol.json"
+    protocol.write_text(json.dumps({"descriptors_version": 1, "probe": {"min_steps": 7}, "ground_truth": {"b": 1}}))
+    table, failures = refeature_corpus(
+        path, pool_config=PoolConfig(num_workers=1, device="cpu"), only_row_descriptors=True
+    )
+    assert table is not None and not failures
+    assert len(ResultStore(refeature_checkpoint(path, only_row_descriptors=True))) == 2
+    assert table.column("num_rows").to_pylist() == [40.0, 40.0]  # recomputed from the regenerated data
+    assert set(ROW_FEATURES) <= set(table.column_names)
+    assert table.column("probe_final_loss").to_pylist() == [-1.0] * 2  # the probe was not rerun
+    assert not set(MODEL_FEATURES) & set(table.column_names)  # no model pass
+    recorded = json.loads(protocol.read_text())
+    assert recorded == {
+        "descriptors_version": DESCRIPTORS_VERSION,
+        "descriptor_sample_size": DESCRIPTOR_SAMPLE_SIZE,
+        "probe": {"min_steps": 7},  # the probes were kept, and so is their protocol
+        "ground_truth": {"b": 1},
+    }
+    with pytest.raises(ValueError, match="contradict"):
+        refeature_corpus(path, row_descriptors=False, only_row_descriptors=True)
 
 
 def test_refeature_refuses_a_row_whose_spec_does_not_match_its_id(ray_session: None, tmp_path: Path) -> None:

@@ -362,6 +362,7 @@ UNIT_INTERVAL = (
     "groundedness",
     "exact_duplicate_rate",
     "near_duplicate_rate",
+    "conflicting_response_rate",
     "embedding_outlier_ratio",
 )
 NON_NEGATIVE = ("io_length_ratio", "prompt_words_mean", "reference_log_perplexity")

@@ -19,6 +19,7 @@ from tuneahead_ray.base_models import default_model_dir, load_tokenizer
 from tuneahead_ray.data import write_jsonl
 from tuneahead_ray.descriptors import (
     RowFeaturizer,
+    conflicting_response_rate,
     exact_duplicate_rate,
     groundedness,
     instruction_complexity,
@@ -103,6 +104,17 @@ def test_near_duplicates_join_into_clusters_and_include_exact_copies() -> None:
     table = _table([(text, "a"), (text, "a"), (copy_with_punctuation, "a"), (_long_text(seed=6), "a")])
     assert exact_duplicate_rate(table) == pytest.approx(1 / 4)
     assert near_duplicate_rate(table) == pytest.approx(2 / 4)
+
+
+def test_conflicting_responses_count_repeated_prompts_answered_in_more_than_one_way() -> None:
+    rows = [("2+2?", "4"), ("2 + 2?", "4"), ("Capital of France?", "Paris"), ("capital of  france?", " paris"),
+            ("3+3?", "6"), ("3+3?", "7"), ("3+3?", "6"), ("once", "only")]  # fmt: skip
+    # The two France prompts differ only in case and spacing, and so do their answers: one prompt, agreeing. "3+3?"
+    # is answered "6" and "7": it conflicts. "2+2?" and "2 + 2?" are two prompts (their words differ), each once.
+    assert conflicting_response_rate(_table(rows)) == pytest.approx(1 / 2)
+    assert conflicting_response_rate(_table([("a", "x"), ("a", "x"), ("b", "y")])) == 0.0
+    assert conflicting_response_rate(_table([("a", "x"), ("b", "y")])) == 0.0  # no prompt repeats: no evidence
+    assert conflicting_response_rate(_table([("a", "x"), ("a", "y"), ("b", "y"), ("b", "y")])) == 0.5
 
 
 # ------------------------------------------------------------------------------------------------ text
@@ -276,6 +288,7 @@ def test_row_stats_equal_the_dataset_level_functions(featurize: RowFeaturizer) -
     assert stats["prompt_words_mean"] == prompt_words_mean(table)
     assert stats["exact_duplicate_rate"] == exact_duplicate_rate(table)
     assert stats["near_duplicate_rate"] == near_duplicate_rate(table)
+    assert stats["conflicting_response_rate"] == conflicting_response_rate(table)
     lengths = token_length_stats(table, featurize.tokenizer)
     assert {name: stats[name] for name in lengths} == lengths
 
@@ -304,6 +317,16 @@ def test_duplication_raises_both_duplicate_rates(featurize: RowFeaturizer, clean
     duplicated = row_stats(featurize(_testbed_table(duplication=0.8)))
     assert duplicated["exact_duplicate_rate"] > clean["exact_duplicate_rate"] + 0.4
     assert duplicated["near_duplicate_rate"] > clean["near_duplicate_rate"] + 0.4
+
+
+def test_label_noise_raises_conflicting_responses_and_duplication_does_not(
+    featurize: RowFeaturizer, clean: dict[str, float]
+) -> None:
+    assert clean["conflicting_response_rate"] < 0.05  # a clean testbed task has one answer per prompt
+    noisy = row_stats(featurize(_testbed_table(label_noise=0.3)))
+    duplicated = row_stats(featurize(_testbed_table(duplication=0.8)))
+    assert noisy["conflicting_response_rate"] > clean["conflicting_response_rate"] + 0.2
+    assert duplicated["conflicting_response_rate"] < 0.05
 
 
 def test_format_corruption_raises_special_characters(featurize: RowFeaturizer, clean: dict[str, float]) -> None:

@@ -21,7 +21,7 @@ from tuneahead_ray.data import DatasetError
 from tuneahead_ray.descriptors.pipeline import compute_descriptors
 from tuneahead_ray.features import DESCRIPTOR_SAMPLE_SIZE, PROBE_FEATURES
 from tuneahead_ray.features.compute import feature_row
-from tuneahead_ray.probe import ProbeResult, ProbeSpec, RunWorker
+from tuneahead_ray.probe import DatasetProbeSpec, ProbeResult, ProbeSpec, RunWorker
 from tuneahead_ray.schemas import Candidate, DatasetRef, HyperParams
 from tuneahead_ray.screening import load_predictors
 from tuneahead_ray.screening._grid import GridSpec
@@ -147,8 +147,12 @@ def test_an_empty_dataset_is_a_clear_error(worker, tmp_path, content) -> None:
 
 
 def predicted_scores(worker, dataset, healthy, predictors, faults: dict[str, dict], injected: tuple[str, ...] = ()):
-    """Default-predictor scores of the healthy candidate and of each faulty one, with their feature rows."""
-    static = compute_descriptors(dataset, use_ray=False, sample_size=DESCRIPTOR_SAMPLE_SIZE, device="cpu")
+    """Default-predictor scores of the healthy candidate and of each faulty one, with their feature rows (the
+    dataset's descriptors and standardized probe, under the corpus's protocol, are shared by all of them)."""
+    static = {
+        **compute_descriptors(dataset, use_ray=False, sample_size=DESCRIPTOR_SAMPLE_SIZE, device="cpu"),
+        **worker.dataset_probe(DatasetRef(path=dataset), ProbeSpec(), DatasetProbeSpec()).features,
+    }
     fingerprint = DatasetRef(path=dataset).fingerprint()
     rows = {"healthy": feature_row(candidate(dataset), fingerprint, static, healthy)}
     for name, hp in faults.items():

@@ -59,11 +59,16 @@ def test_intervals_widen_beyond_the_corpus_and_stay_in_distribution(fitted) -> N
     beyond = _beyond(300, seed=7, low=2.0, high=2.5)  # just past the edge
     lower, upper = predictor.predict_interval(beyond)
     plain_lower, plain_upper = plain.predict_interval(beyond)
-    novel = predictor.novelty_of(predictor.matrix(beyond))[1]
+    novelty, novel, _ = predictor.novelty_of(predictor.matrix(beyond))
     widths, plain_widths = upper - lower, plain_upper - plain_lower
-    assert novel.mean() > 0.5 and np.all(widths[novel] >= plain_widths[novel] - 1e-9)
+    assert novel.mean() > 0.5 and np.all(widths >= plain_widths - 1e-9)
     assert widths[novel].mean() > 1.1 * plain_widths[novel].mean()
-    np.testing.assert_allclose(widths[~novel], plain_widths[~novel], rtol=1e-9)
+    # Intervals widen from a lower novelty (the widen_from quantile) than the one that flags a candidate novel.
+    bins = predictor.novelty_bins
+    assert bins.threshold < bins.flag == predictor.metrics["novelty_threshold"]
+    usual = novelty <= bins.threshold
+    assert usual.any()
+    np.testing.assert_allclose(widths[usual], plain_widths[usual], rtol=1e-9)
     truth = beyond["y"].to_numpy()
     # Wider, but only as wide as held-out clusters of training runs were wrong: far extrapolation stays uncovered.
     assert interval_coverage(truth, lower, upper) > interval_coverage(truth, plain_lower, plain_upper) + 0.03
@@ -80,6 +85,7 @@ def test_novelty_round_trips_through_the_store(tmp_path, fitted) -> None:
     predictor, _ = fitted
     card = save_predictor(predictor, tmp_path / "model")
     assert card.novelty is not None and card.novelty.threshold == predictor.novelty_bins.threshold
+    assert card.novelty.flag == predictor.novelty_bins.flag > card.novelty.threshold
     loaded, _ = load_predictor(tmp_path / "model")
     rows = _beyond(50, seed=9)
     np.testing.assert_allclose(loaded.predict_interval(rows), predictor.predict_interval(rows), rtol=0, atol=1e-12)
@@ -112,6 +118,17 @@ def test_a_tampered_or_pickled_novelty_file_is_refused(tmp_path, fitted) -> None
     _rewrite_card(directory, files={**files, NOVELTY_FILE: hashlib.sha256(buffer.getvalue()).hexdigest()})
     with pytest.raises(ModelStoreError, match=f"{NOVELTY_FILE}: not a NumPy array file"):
         load_predictor(directory)
+
+
+def test_a_version_3_card_flags_novelty_where_its_bins_start(tmp_path, fitted) -> None:
+    predictor, _ = fitted
+    directory = tmp_path / "model"
+    card = save_predictor(predictor, directory)
+    _rewrite_card(directory, card_version=3, novelty=card.novelty.model_copy(update={"flag": None}))
+    loaded, _ = load_predictor(directory)
+    assert loaded.novelty_bins.flag == loaded.novelty_bins.threshold == predictor.novelty_bins.threshold
+    x = predictor.matrix(_beyond(50, seed=9))
+    assert np.array_equal(loaded.novelty_of(x)[1], predictor.novelty_of(x)[0] > predictor.novelty_bins.threshold)
 
 
 def test_a_version_1_card_without_novelty_still_loads(tmp_path, fitted) -> None:

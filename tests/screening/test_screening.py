@@ -234,7 +234,11 @@ def test_default_predictor_cache_key_follows_corpus_features_and_settings(tmp_pa
     monkeypatch.undo()
     monkeypatch.setenv("TUNEAHEAD_CACHE", str(tmp_path / "cache"))
     corpus.write_bytes(b"second corpus")
-    assert default_predictor_dir(corpus, ("static", "probe", "hp")) != full
+    second = default_predictor_dir(corpus, ("static", "probe", "hp"))
+    assert second != full
+    # The corpus's feature protocol is part of the key too: a predictor's card records the protocol it learned on.
+    (tmp_path / "corpus.parquet.protocol.json").write_text('{"descriptors_version": 2}')
+    assert default_predictor_dir(corpus, ("static", "probe", "hp")) != second
 
 
 def test_the_shipped_corpus_is_package_data_so_a_wheel_install_has_the_default_predictor() -> None:
@@ -244,6 +248,7 @@ def test_the_shipped_corpus_is_package_data_so_a_wheel_install_has_the_default_p
     import pyarrow.parquet as pq
 
     import tuneahead_ray
+    from tuneahead_ray.features import protocol_path
     from tuneahead_ray.screening import default_corpus_path
 
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
@@ -254,3 +259,7 @@ def test_the_shipped_corpus_is_package_data_so_a_wheel_install_has_the_default_p
     patterns = pyproject["tool"]["setuptools"]["package-data"]["tuneahead_ray.testbed"]
     assert any(fnmatch.fnmatch(str(relative), pattern) for pattern in patterns), (relative, patterns)
     assert pq.read_metadata(corpus).num_rows >= 1300
+    # Its feature protocol ships beside it, so that the default predictor's card records what its features mean.
+    protocol = protocol_path(corpus)
+    shipped = str(protocol.relative_to(package / "testbed"))
+    assert protocol.is_file() and any(fnmatch.fnmatch(shipped, pattern) for pattern in patterns)

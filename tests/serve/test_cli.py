@@ -53,7 +53,7 @@ def test_the_default_predictor_is_served_when_no_model_dir_is_given(tmp_path, mo
     import pyarrow.parquet as pq
 
     from tuneahead_ray.features import FEATURE_GROUPS
-    from tuneahead_ray.predictor import CARD_FILE, default_corpus_path, default_predictor_dir, read_card
+    from tuneahead_ray.predictor import CARD_FILE, FULL_GROUPS, default_corpus_path, default_predictor_dir, read_card
     from tuneahead_ray.predictor import _default as default_module
 
     small = tmp_path / "corpus.parquet"  # the shipped corpus's first rows: the same columns, trained in a second
@@ -65,7 +65,7 @@ def test_the_default_predictor_is_served_when_no_model_dir_is_given(tmp_path, mo
     resolved = config.resolved()  # trains the default predictor, as `screen` does, into the cache
     assert resolved.model_dir == default_predictor_dir(small) and (resolved.model_dir / CARD_FILE).is_file()
     card = read_card(resolved.model_dir)
-    assert set(card.features) <= {n for g in ("static", "probe", "hp") for n in FEATURE_GROUPS[g]}
+    assert set(card.features) <= {n for g in FULL_GROUPS for n in FEATURE_GROUPS[g]}
     assert card.metrics["n_train"] == 120
     assert config.resolved().model_dir == resolved.model_dir  # cached: the same directory, not retrained
     assert ServeConfig(model_dir=tmp_path / "mine").resolved().model_dir == tmp_path / "mine"

@@ -87,9 +87,10 @@ def test_tuner_stops_the_trials_predicted_no_go_and_runs_the_others_to_the_end(r
     decisions = table.set_index("config/dataset")["tuneahead_decision"]
     assert sorted(decisions[str(clean)]) == ["GO", "GO"] and sorted(decisions[str(noisy)]) == ["NO-GO", "NO-GO"]
 
-    # The rows the trials reported carry every feature of the default predictor and the dataset probe's, as numbers;
-    # trials on the same dataset share one dataset probe (cached by content).
-    features = [name for group in (*FULL_GROUPS, "dataset_probe") for name in FEATURE_GROUPS[group]]
+    # The rows the trials reported carry every feature of the default predictor (the dataset probe's among them), as
+    # numbers; trials on the same dataset share one dataset probe (cached by content).
+    assert "dataset_probe" in FULL_GROUPS
+    features = [name for group in FULL_GROUPS for name in FEATURE_GROUPS[group]]
     assert len(predictor.rows) == 4
     for row in predictor.rows:
         assert all(isinstance(row[name], int | float) for name in features)

@@ -21,6 +21,7 @@ from tuneahead_ray._private.workers import PoolConfig, WorkerFailure, WorkerPool
 from tuneahead_ray.base_models import DEFAULT_MODEL
 from tuneahead_ray.corpus._sampling import CorpusSpec, dominant_family, sample_corpus_specs
 from tuneahead_ray.data import write_jsonl
+from tuneahead_ray.descriptors import RowFeaturizer, row_stats
 from tuneahead_ray.descriptors.model_pass import ModelScorer, describe_sample
 from tuneahead_ray.descriptors.pipeline import describe_table
 from tuneahead_ray.evaluation import TestbedSpec
@@ -72,6 +73,7 @@ class CorpusWorker:
         }
         self._data_dir = Path(tempfile.mkdtemp(prefix="tuneahead-corpus-"))
         self._scorer: ModelScorer | None = None
+        self._rows: RowFeaturizer | None = None
 
     def _data(self, spec: CorpusSpec) -> tuple[list[dict], Candidate]:
         """The run's regenerated records, written to a file the run worker trains on (removed after the run)."""
@@ -114,6 +116,13 @@ class CorpusWorker:
             "probe_seconds": probe.probe_seconds,
             **({"descriptor_seconds": descriptor_seconds} if row_descriptors else {}),
         }
+
+    def row_descriptors(self, spec: CorpusSpec) -> dict:
+        """Only the per-row descriptors of a run: a pure function of its regenerated data (no model pass, no probe),
+        for refreshing a corpus after a per-row descriptor was added or changed."""
+        if self._rows is None:
+            self._rows = RowFeaturizer(self.model_name)
+        return {"candidate_id": spec.run_id(), **row_stats(self._rows(_table(generate_records(spec.data))))}
 
     def _proxy_columns(self, candidate: Candidate, total_steps: int) -> dict:
         """Per proxy (``proxy``, ``strong_proxy``): its score fine-tuned on the same data with the run's

@@ -10,30 +10,32 @@ killed refresh resumes where it stopped; the corpus file is rewritten once, atom
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tuneahead_ray._private.atomic import write_parquet_atomic
+from tuneahead_ray._private.atomic import write_parquet_atomic, write_text_atomic
 from tuneahead_ray._private.store import ResultStore
 from tuneahead_ray._private.workers import PoolConfig, WorkerFailure
 from tuneahead_ray.base_models import DEFAULT_MODEL
 from tuneahead_ray.corpus._build import run_corpus_jobs
 from tuneahead_ray.corpus._sampling import CorpusSpec
-from tuneahead_ray.features import hp_features
-from tuneahead_ray.probe import ProbeSpec
+from tuneahead_ray.features import DESCRIPTOR_SAMPLE_SIZE, DESCRIPTORS_VERSION, hp_features, protocol_path
+from tuneahead_ray.probe import DatasetProbeSpec, ProbeSpec
 from tuneahead_ray.schemas import HyperParams
 from tuneahead_ray.testbed import DataSpec
 
 __all__ = ["refeature_corpus", "refeature_checkpoint"]
 
 
-def refeature_checkpoint(corpus_path: str | Path) -> Path:
-    """Where a refresh of ``corpus_path`` keeps its finished rows (``<name>.refeature.parquet`` + ``.jsonl``)."""
+def refeature_checkpoint(corpus_path: str | Path, only_row_descriptors: bool = False) -> Path:
+    """Where a refresh of ``corpus_path`` keeps its finished rows (``<name>.refeature.parquet`` + ``.jsonl``;
+    ``<name>.refeature-rows.parquet`` for a refresh of the per-row descriptors only)."""
     path = Path(corpus_path)
-    return path.with_name(path.stem + ".refeature.parquet")
+    return path.with_name(path.stem + (".refeature-rows" if only_row_descriptors else ".refeature") + ".parquet")
 
 
 def _spec(row: dict) -> CorpusSpec:
@@ -85,6 +87,7 @@ def refeature_corpus(
     probe_spec: ProbeSpec | None = None,
     pool_config: PoolConfig | None = None,
     row_descriptors: bool = True,
+    only_row_descriptors: bool = False,
     limit: int | None = None,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> tuple[pa.Table | None, list[WorkerFailure]]:
@@ -92,23 +95,49 @@ def refeature_corpus(
 
     ``row_descriptors=False`` keeps the stored per-row descriptors (a pure function of the regenerated data; valid
     while their definitions are unchanged) and recomputes only the model-based ones and the probe, which is much
-    cheaper. ``limit`` stops after that many newly computed runs
+    cheaper. ``only_row_descriptors`` recomputes the per-row descriptors alone (after one was added or changed; the
+    model-based ones, the probes and the dataset probes are kept), which needs no model pass and no training.
+    ``limit`` stops after that many newly computed runs
     (the checkpoint keeps them; nothing is rewritten). Returns the rewritten table (``None`` while runs are
     missing) and the runs that failed.
     """
+    if only_row_descriptors and not row_descriptors:
+        raise ValueError("only_row_descriptors and row_descriptors=False contradict each other")
     corpus_path = Path(corpus_path)
     corpus = pq.read_table(corpus_path)
-    store = ResultStore(refeature_checkpoint(corpus_path))
+    store = ResultStore(refeature_checkpoint(corpus_path, only_row_descriptors))
     rows = corpus.select(["candidate_id", "data_spec", "hp"]).to_pylist()
     todo = [row for row in rows if row["candidate_id"] not in store]
     if limit is not None:
         todo = todo[:limit]
     probe_spec = probe_spec or ProbeSpec()
-    jobs = [(row["candidate_id"], (_spec(row), probe_spec, row_descriptors)) for row in todo]
+    if only_row_descriptors:
+        method, jobs = "row_descriptors", [(row["candidate_id"], (_spec(row),)) for row in todo]
+    else:
+        method = "features"
+        jobs = [(row["candidate_id"], (_spec(row), probe_spec, row_descriptors)) for row in todo]
     init = (model, None, (pool_config or PoolConfig(device="cpu")).device)
-    failures = run_corpus_jobs(store, "features", jobs, init, pool_config, on_progress)
+    failures = run_corpus_jobs(store, method, jobs, init, pool_config, on_progress)
     if any(row["candidate_id"] not in store for row in rows):
         return None, failures
     merged = _merged(corpus, store.rows)
     write_parquet_atomic(merged, corpus_path)
+    _record_protocol(corpus_path, None if only_row_descriptors else probe_spec)
     return merged, failures
+
+
+def _record_protocol(corpus_path: Path, probe_spec: ProbeSpec | None) -> None:
+    """Bring the corpus's recorded feature protocol (if it has one) up to what the refresh computed: the descriptors'
+    version and sample size and, unless only descriptors were refreshed (``probe_spec`` None), the probe's and the
+    dataset probe's specs. Its ground truth is unchanged."""
+    path = protocol_path(corpus_path)
+    if not path.is_file():
+        return
+    protocol = json.loads(path.read_text(encoding="utf-8"))
+    protocol |= {"descriptors_version": DESCRIPTORS_VERSION, "descriptor_sample_size": DESCRIPTOR_SAMPLE_SIZE}
+    if probe_spec is not None:
+        protocol |= {
+            "probe": probe_spec.model_dump(mode="json"),
+            "dataset_probe": DatasetProbeSpec().model_dump(mode="json"),
+        }
+    write_text_atomic(json.dumps(protocol, indent=2, sort_keys=True) + "\n", path)

@@ -110,12 +110,14 @@ def _cmd_corpus_refeature(args: argparse.Namespace) -> int:
         args.corpus,
         pool_config=pool,
         row_descriptors=not args.keep_row_descriptors,
+        only_row_descriptors=args.only_row_descriptors,
         limit=args.limit,
         on_progress=progress,
     )
     bar.close()
     if table is None:
-        print(f"partial: finished runs are kept in {refeature_checkpoint(args.corpus)}.jsonl; rerun to continue")
+        checkpoint = refeature_checkpoint(args.corpus, args.only_row_descriptors)
+        print(f"partial: finished runs are kept in {checkpoint}.jsonl; rerun to continue")
     else:
         print(f"rewrote the features of {table.num_rows} runs in {args.corpus}")
     return print_failures(failures)
@@ -166,10 +168,16 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     refeature.add_argument("--corpus", type=Path, required=True, help="corpus Parquet file, rewritten in place")
     refeature.add_argument("--device", default="cpu")
-    refeature.add_argument(
+    which = refeature.add_mutually_exclusive_group()
+    which.add_argument(
         "--keep-row-descriptors",
         action="store_true",
         help="keep the stored per-row descriptors (unchanged definitions); recompute model descriptors + probe",
+    )
+    which.add_argument(
+        "--only-row-descriptors",
+        action="store_true",
+        help="recompute only the per-row descriptors (one was added or changed); keep model descriptors + probes",
     )
     refeature.add_argument("--limit", type=int, help="stop after this many newly computed runs (kept; resume later)")
     add_ray_args(refeature)

@@ -11,6 +11,7 @@ torch); the model-based pass (:mod:`.model_pass`) and the Ray Data pipeline (:mo
 """
 
 from ._cache import read_cached, write_cached
+from ._consistency import conflicting_response_rate, conflicting_response_rate_of_hashes, normalised_hashes
 from ._duplicates import (
     MINHASH_PERMUTATIONS,
     NEAR_DUPLICATE_THRESHOLD,
@@ -46,6 +47,8 @@ __all__ = [
     "NGRAM_SIZE",
     "SHINGLE_WORDS",
     "RowFeaturizer",
+    "conflicting_response_rate",
+    "conflicting_response_rate_of_hashes",
     "exact_duplicate_rate",
     "exact_duplicate_rate_of_hashes",
     "groundedness",
@@ -54,6 +57,7 @@ __all__ = [
     "near_duplicate_rate",
     "near_duplicate_rate_of_bands",
     "ngram_repetition",
+    "normalised_hashes",
     "prompt_words_mean",
     "read_cached",
     "row_groundedness",

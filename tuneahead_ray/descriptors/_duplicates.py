@@ -44,6 +44,11 @@ _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 _FNV_PRIME = np.uint64(0x100000001B3)
 
 
+def hash64(text: str) -> int:
+    """64-bit BLAKE2b hash of a text (lone surrogates kept), the row identity of exact-duplicate statistics."""
+    return int.from_bytes(hashlib.blake2b(_utf8(text), digest_size=8).digest(), "little")
+
+
 def _utf8(text: str) -> bytes:
     return text.encode("utf-8", "surrogatepass")
 
@@ -52,10 +57,7 @@ def row_hashes(batch: ArrowBatch) -> np.ndarray:
     """Per row: 64-bit BLAKE2b hash of (prompt, response)."""
     pairs = zip(column_texts(batch, "prompt"), column_texts(batch, "response"), strict=True)
     return np.array(
-        [
-            int.from_bytes(hashlib.blake2b(_utf8(f"{len(p)}:{p}{r}"), digest_size=8).digest(), "little")
-            for p, r in pairs
-        ],
+        [hash64(f"{len(p)}:{p}{r}") for p, r in pairs],
         dtype=np.uint64,
     )
 

@@ -10,6 +10,7 @@ import pyarrow as pa
 
 from ..base_models import DEFAULT_MODEL
 from ._common import ArrowBatch, column_words, counting_tokenizer, exact_mean, ratio_of_sums
+from ._consistency import conflicting_response_rate_of_hashes, normalised_hashes
 from ._duplicates import exact_duplicate_rate_of_hashes, near_duplicate_rate_of_bands, row_hashes, row_lsh_bands
 from ._lengths import length_stats, row_token_lengths
 from ._text import (
@@ -53,6 +54,8 @@ class RowFeaturizer:
                 "instruction_complexity": row_instruction_complexity(batch),
                 "groundedness": row_groundedness(prompt_words, response_words),
                 "row_hash": row_hashes(batch),
+                "prompt_hash": normalised_hashes(batch, "prompt"),
+                "response_hash": normalised_hashes(batch, "response"),
                 "lsh_bands": pa.FixedSizeListArray.from_arrays(bands.ravel(), bands.shape[1]),
             }
         )
@@ -78,4 +81,7 @@ def row_stats(rows: pa.Table) -> dict[str, float]:
         "groundedness": exact_mean(values("groundedness")),
         "exact_duplicate_rate": exact_duplicate_rate_of_hashes(values("row_hash")),
         "near_duplicate_rate": near_duplicate_rate_of_bands(bands.flatten().to_numpy().reshape(len(bands), -1)),
+        "conflicting_response_rate": conflicting_response_rate_of_hashes(
+            values("prompt_hash"), values("response_hash")
+        ),
     }

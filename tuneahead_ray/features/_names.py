@@ -22,7 +22,7 @@ __all__ = [
 ]
 
 #: Bump when any descriptor's definition changes; part of the cache key.
-DESCRIPTORS_VERSION = 2
+DESCRIPTORS_VERSION = 3
 #: Descriptor sample size of the model-based descriptors: the corpus was built with it, so screening uses it too.
 DESCRIPTOR_SAMPLE_SIZE = 128
 
@@ -46,6 +46,7 @@ ROW_FEATURES: tuple[str, ...] = (
     "groundedness",
     "exact_duplicate_rate",
     "near_duplicate_rate",
+    "conflicting_response_rate",
 )
 
 #: Names of the model-based features, in order.

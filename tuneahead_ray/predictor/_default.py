@@ -10,7 +10,7 @@ import hashlib
 from pathlib import Path
 
 from tuneahead_ray._private.cache import cache_root
-from tuneahead_ray.features import FEATURE_GROUPS, read_protocol
+from tuneahead_ray.features import FEATURE_GROUPS, protocol_path, read_protocol
 from tuneahead_ray.predictor._metadataset import load_metadataset
 from tuneahead_ray.predictor._score_predictor import PredictorConfig, ScorePredictor
 from tuneahead_ray.predictor._store import CARD_FILE, CARD_VERSION, save_predictor
@@ -27,7 +27,7 @@ __all__ = [
 #: The corpus column the default predictors learn: the fine-tuned model's benchmark score (pp).
 DEFAULT_TARGET = "score"
 #: Feature groups of the full TuneAhead predictor and of the probe-free pre-screen predictor.
-FULL_GROUPS: tuple[str, ...] = ("static", "probe", "hp")
+FULL_GROUPS: tuple[str, ...] = ("static", "probe", "dataset_probe", "hp")
 PRESCREEN_GROUPS: tuple[str, ...] = ("static", "hp")
 
 
@@ -38,9 +38,12 @@ def default_corpus_path() -> Path:
 
 
 def default_predictor_dir(corpus: Path, groups: tuple[str, ...] = FULL_GROUPS) -> Path:
-    """The cache directory of a default predictor: keyed by the corpus, the feature lists and the regressor's
-    default settings, so that a release changing any of them trains a new one instead of reusing a stale one."""
+    """The cache directory of a default predictor: keyed by the corpus and its protocol, the feature lists and the
+    regressor's default settings, so that a release changing any of them trains a new one instead of a stale one."""
     digest = hashlib.sha256(corpus.read_bytes())
+    protocol = protocol_path(corpus)
+    if protocol.is_file():
+        digest.update(protocol.read_bytes())
     for group in groups:
         digest.update(repr(FEATURE_GROUPS[group]).encode())
     digest.update(PredictorConfig().model_dump_json().encode())

@@ -29,6 +29,7 @@ FEATURE_LABELS: dict[str, str] = {
     "groundedness": "answer groundedness",
     "exact_duplicate_rate": "exact-duplicate rate",
     "near_duplicate_rate": "near-duplicate rate",
+    "conflicting_response_rate": "conflicting-response rate",
     "embedding_outlier_ratio": "embedding-outlier ratio",
     "io_similarity": "input/output semantic similarity",
     "reference_log_perplexity": "reference log-perplexity",

@@ -5,11 +5,11 @@ that widen with that distance.
   (median / interquartile range per feature, missing values at the median), divided by the training runs' own
   typical distance: about 1 for a candidate like the corpus, larger the further out it lies. ``assess`` also names
   the features where a candidate lies beyond the corpus's range.
-* :class:`NoveltyBins` — Mondrian conformal calibration by novelty: up to the ``level`` quantile of in-sample
+* :class:`NoveltyBins` — Mondrian conformal calibration by novelty: up to the ``widen_from`` quantile of in-sample
   novelty the interval is the predictor's own; beyond it, each novelty bin has its own residual quantile, learnt
   from residuals of whole clusters of runs held out in turn (k-means in the same space): runs unlike anything the
   model was fitted on calibrate the far bins (with too few clusters, the out-of-fold residuals do). Never narrower
-  than in-sample.
+  than in-sample. Candidates beyond the ``level`` quantile (``flag``) are flagged novel.
 """
 
 from __future__ import annotations
@@ -100,11 +100,12 @@ def _scaled(x: np.ndarray, center: np.ndarray, scale: np.ndarray) -> np.ndarray:
 class NoveltyBins:
     """Half-widths by novelty: none up to ``threshold`` (the predictor's own interval applies); beyond it,
     ``quantiles[i]`` (non-decreasing) in bin ``i``, the bins split at ``edges`` (one fewer than the bins; the
-    last bin is open)."""
+    last bin is open). A candidate beyond ``flag`` (at least ``threshold``) is flagged novel."""
 
     threshold: float
     edges: tuple[float, ...]
     quantiles: tuple[float, ...]
+    flag: float
 
     def half_widths(self, novelty: np.ndarray) -> np.ndarray:
         """Half-width per row of its novelty bin; 0 at or below ``threshold``."""
@@ -130,14 +131,17 @@ def calibrate_novelty(
     rounds: int,
     level: float,
     seed: int,
+    widen_from: float | None = None,
 ) -> tuple[NoveltyScore, NoveltyBins]:
-    """The novelty score of ``x`` and its bins: the threshold and the in-sample quantile from the predictor's
-    out-of-sample residuals ``out_of_fold`` (over the validation rows of ``splits``), the far bins from a booster
-    of ``rounds`` rounds refit with each k-means cluster held out."""
+    """The novelty score of ``x`` and its bins: the thresholds (bins from the ``widen_from`` quantile of in-sample
+    novelty, default ``level``; the novel flag from the ``level`` one) and the in-sample quantile from the
+    predictor's out-of-sample residuals ``out_of_fold`` (over the validation rows of ``splits``), the far bins from
+    a booster of ``rounds`` rounds refit with each k-means cluster held out."""
     score = NoveltyScore.fit(x)
     inside = _pairs(x, out_of_fold, splits)
     base = conformal_quantile(inside[:, 1], level)
-    threshold = float(np.quantile(inside[:, 0], level))
+    flag = float(np.quantile(inside[:, 0], level))
+    threshold = min(flag, float(np.quantile(inside[:, 0], level if widen_from is None else widen_from)))
     clusters = min(_CLUSTERS, len(y) // _MIN_BIN)
     pool = inside
     if clusters >= 2:
@@ -158,4 +162,4 @@ def calibrate_novelty(
         quantiles.append(max(base, quantile if math.isfinite(quantile) else float(chosen.max())))
         low = high
     quantiles = np.maximum.accumulate(quantiles).tolist()
-    return score, NoveltyBins(threshold, tuple(edges[:-1]), tuple(float(q) for q in quantiles))
+    return score, NoveltyBins(threshold, tuple(edges[:-1]), tuple(float(q) for q in quantiles), flag)

@@ -53,6 +53,14 @@ class PredictorConfig(BaseModel):
         description="score how far each candidate lies from the training runs, and widen the intervals of those "
         "beyond the usual distance (Mondrian conformal by novelty, calibrated on clusters of runs held out)",
     )
+    novelty_widen_from: float = Field(
+        0.75,
+        gt=0,
+        lt=1,
+        description="quantile of in-sample novelty beyond which intervals widen by novelty bin (candidates are "
+        "flagged novel only beyond the `level` quantile): widening from below the flag keeps coverage on runs a "
+        "little unlike the corpus, at a small cost in width on runs like it",
+    )
     folds: int = Field(5, ge=2, description="folds of the cv interval method")
     valid_fraction: float = Field(0.2, gt=0, lt=1, description="validation share of the split method and of SHAP")
     group: str | None = Field(
@@ -328,9 +336,10 @@ class ScorePredictor:
             out_of_fold[np.concatenate([valid for _, valid in splits])] = residuals
             self.novelty, self.novelty_bins = calibrate_novelty(
                 x, y, out_of_fold, splits, lightgbm_params(config, features), booster.current_iteration(),
-                config.level, config.seed,
+                config.level, config.seed, config.novelty_widen_from,
             )  # fmt: skip
-            details["novelty_threshold"] = self.novelty_bins.threshold
+            details["novelty_threshold"] = self.novelty_bins.flag
+            details["novelty_widen_threshold"] = self.novelty_bins.threshold
         self.metrics = {
             "n_train": len(y),
             "rounds": booster.current_iteration(),
@@ -377,4 +386,4 @@ class ScorePredictor:
         if self.novelty is None or self.novelty_bins is None:
             return np.full(len(x), np.nan), np.zeros(len(x), dtype=bool), [[] for _ in range(len(x))]
         novelty, drivers = self.novelty.assess(x, self.features, top)
-        return novelty, novelty > self.novelty_bins.threshold, drivers
+        return novelty, novelty > self.novelty_bins.flag, drivers

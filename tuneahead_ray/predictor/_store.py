@@ -43,10 +43,11 @@ __all__ = [
     "save_predictor",
 ]
 
-CARD_VERSION = 3
+CARD_VERSION = 4
 #: Card versions this package reads: 1 has no novelty section (such a predictor scores no novelty); 1 and 2 record
-#: no feature protocol (nothing to check features against).
-READABLE_CARD_VERSIONS = (1, 2, 3)
+#: no feature protocol (nothing to check features against); up to 3 the novelty bins start where the novel flag
+#: does (no ``flag``).
+READABLE_CARD_VERSIONS = (1, 2, 3, 4)
 MODEL_FILE = "model.txt"
 SCALE_FILE = "scale.txt"
 NOVELTY_FILE = "novelty.npy"
@@ -80,6 +81,8 @@ class NoveltyCard(BaseModel):
     threshold: float
     edges: list[float]
     quantiles: list[float]
+    #: The novelty beyond which a candidate is flagged novel (``None``: ``threshold``, as cards before version 4).
+    flag: float | None = None
 
 
 class ModelCard(BaseModel):
@@ -143,7 +146,7 @@ def save_predictor(
         score, bins = predictor.novelty, predictor.novelty_bins
         novelty = NoveltyCard(
             k=score.k, typical=score.typical, center=score.center.tolist(), scale=score.scale.tolist(),
-            threshold=bins.threshold, edges=list(bins.edges), quantiles=list(bins.quantiles),
+            threshold=bins.threshold, edges=list(bins.edges), quantiles=list(bins.quantiles), flag=bins.flag,
         )  # fmt: skip
         buffer = io.BytesIO()
         np.save(buffer, np.ascontiguousarray(score.space, dtype=np.float64), allow_pickle=False)
@@ -239,7 +242,8 @@ def _load_novelty(directory: Path, card: ModelCard) -> tuple[NoveltyScore, Novel
     if space.ndim != 2 or space.shape[1] != len(card.features) or space.dtype != np.float64:
         raise ModelStoreError(f"{path}: expected a float64 array of {len(card.features)} columns, got {space.shape}")
     score = NoveltyScore(np.asarray(saved.center), np.asarray(saved.scale), space, saved.typical, saved.k)
-    return score, NoveltyBins(saved.threshold, tuple(saved.edges), tuple(saved.quantiles))
+    flag = saved.threshold if saved.flag is None else saved.flag  # before card version 4: where the bins start
+    return score, NoveltyBins(saved.threshold, tuple(saved.edges), tuple(saved.quantiles), flag)
 
 
 def load_predictor(directory: str | os.PathLike[str]) -> tuple[ScorePredictor, ModelCard]:

@@ -28,6 +28,7 @@ WATERFALLS = 5
 DATASET_FLAGS: tuple[tuple[str, float, str], ...] = (
     ("exact_duplicate_rate", 0.10, "many exact duplicates: the run memorises a few records"),
     ("near_duplicate_rate", 0.20, "many near-duplicates: less diverse data than its size suggests"),
+    ("conflicting_response_rate", 0.05, "repeated prompts answered differently: likely wrong or inconsistent labels"),
     ("embedding_outlier_ratio", 0.15, "many embedding outliers: off-topic or corrupted records"),
     ("special_char_ratio", 0.15, "many special characters: markup or encoding debris"),
 )

@@ -133,6 +133,7 @@ def test_injected_non_finite_signals_are_a_diverged_result(worker, dataset, heal
     check_diverged(result)
     assert result.probe_steps == INJECT_AT  # the probe stops at the first non-finite step
     assert result.features["probe_initial_loss"] == healthy.features["probe_initial_loss"]  # same run until then
+    assert math.isnan(result.features["probe_final_loss"])  # it never reached a final loss
     assert worker.base_fingerprint() == before
     assert worker.probe(candidate(dataset), SPEC).features == healthy.features
 

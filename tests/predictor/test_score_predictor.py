@@ -112,6 +112,29 @@ def test_predictor_learns_arbitrary_columns_and_beats_the_train_mean(csv_path) -
     assert predictor.metrics["n_train"] == 500
 
 
+def test_a_non_finite_probe_is_predicted_from_the_training_runs_whose_probe_diverged() -> None:
+    # The trees never saw a NaN probe feature (LightGBM would read it as 0: a perfect loss); the runs whose probe
+    # blew up tell what a diverged probe scores.
+    table = synthetic_metadataset(400, seed=8).rename(columns={"x1": "probe_final_loss", "x2": "hp_log10_lr"})
+    blown = np.arange(len(table)) % 8 == 0
+    table["probe_diverged"] = blown.astype(float)
+    table.loc[blown, "y"] = np.linspace(0.0, 40.0, blown.sum())
+    predictor = ScorePredictor(config=FAST).fit(table, "y")
+    assert predictor.metrics["diverged_probe_runs"] == blown.sum()
+    assert predictor.metrics["diverged_probe_score"] == pytest.approx(20.0)
+    rows = table.iloc[[1, 1, 1]].copy()
+    rows["probe_final_loss"] = [np.nan, np.nan, 0.0]
+    rows["probe_diverged"] = [1.0, 0.0, 1.0]  # stopped at a NaN loss; NaN without divergence; a finite blow-up
+    regressor = predictor.booster.predict(predictor.matrix(rows))
+    predicted = predictor.predict(rows)
+    lower, upper = predictor.predict_interval(rows)
+    assert predicted[0] == pytest.approx(20.0) and lower[0] <= 2.0 and upper[0] >= 38.0
+    assert predicted[1:] == pytest.approx(regressor[1:])
+    # A training table with NaN probes teaches the trees what NaN means: no stand-in then.
+    table.loc[blown, "probe_final_loss"] = np.nan
+    assert "diverged_probe_score" not in ScorePredictor(config=FAST).fit(table, "y").metrics
+
+
 @pytest.mark.parametrize("method", ["cv", "cv-normalized", "split"])
 def test_interval_covers_about_the_level_on_fresh_data(method) -> None:
     config = FAST.model_copy(update={"interval_method": method, "novelty": False})  # the method alone

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from tuneahead_ray import __version__
 from tuneahead_ray._private.cache import cache_root
 from tuneahead_ray.features import FEATURE_GROUPS, protocol_path, read_protocol
 from tuneahead_ray.predictor._metadataset import load_metadataset
@@ -26,6 +27,9 @@ __all__ = [
 
 #: The corpus column the default predictors learn: the fine-tuned model's benchmark score (pp).
 DEFAULT_TARGET = "score"
+#: Bumped when the way a default predictor is fitted changes within a release (2: it records what the runs whose
+#: probe diverged scored, see ScorePredictor.non_finite_probes), so a cached one fitted before is not reused.
+_PREDICTOR_REVISION = 2
 #: Feature groups of the full TuneAhead predictor and of the probe-free pre-screen predictor.
 FULL_GROUPS: tuple[str, ...] = ("static", "probe", "dataset_probe", "hp")
 PRESCREEN_GROUPS: tuple[str, ...] = ("static", "hp")
@@ -47,7 +51,7 @@ def default_predictor_dir(corpus: Path, groups: tuple[str, ...] = FULL_GROUPS) -
     for group in groups:
         digest.update(repr(FEATURE_GROUPS[group]).encode())
     digest.update(PredictorConfig().model_dump_json().encode())
-    digest.update(f"card {CARD_VERSION}".encode())
+    digest.update(f"card {CARD_VERSION} package {__version__} {_PREDICTOR_REVISION}".encode())
     return cache_root() / "predictors" / f"{'-'.join(groups)}-{digest.hexdigest()[:16]}"
 
 

@@ -21,6 +21,8 @@ __all__ = ["MIN_TRAINING_ROWS", "PredictorConfig", "ScorePredictor"]
 
 #: Fewer training rows than this cannot be split into training and calibration parts meaningfully.
 MIN_TRAINING_ROWS = 10
+#: Fewest training runs whose probe diverged for their scores to stand in for a probe that went non-finite.
+MIN_DIVERGED_RUNS = 5
 _DATASET_PARAMS = {"verbosity": -1, "feature_pre_filter": False}
 Split = tuple[np.ndarray, np.ndarray]
 TunableParam = Literal[
@@ -241,6 +243,26 @@ def _fit_with_interval(
     return booster, residuals, interval, folds
 
 
+def diverged_probe_outcome(table: pd.DataFrame, y: np.ndarray, features: Sequence[str], level: float) -> dict:
+    """What the training runs whose probe diverged scored: their mean and the half-width around it that holds the
+    central ``level`` share of them (metrics keys ``diverged_probe_*``); empty with fewer than MIN_DIVERGED_RUNS
+    of them, without a ``probe_diverged`` feature, or when the training probes had NaN features (the trees then
+    learnt what NaN means)."""
+    probe_columns = [name for name in features if name.startswith("probe_")]
+    if "probe_diverged" not in features or table[probe_columns].isna().to_numpy().any():
+        return {}
+    scores = y[table["probe_diverged"].to_numpy(dtype=float) == 1]
+    if len(scores) < MIN_DIVERGED_RUNS:
+        return {}
+    mean = float(np.mean(scores))
+    low, high = np.quantile(scores, [(1 - level) / 2, (1 + level) / 2])
+    return {
+        "diverged_probe_runs": len(scores),
+        "diverged_probe_score": mean,
+        "diverged_probe_half_width": float(max(mean - low, high - mean)),
+    }
+
+
 def _rmse(y: np.ndarray, prediction: np.ndarray) -> float:
     return float(np.sqrt(np.mean((y - prediction) ** 2)))
 
@@ -346,6 +368,7 @@ class ScorePredictor:
             "calibration_rows": len(residuals),
             "calibration_rmse": float(np.sqrt(np.mean(residuals**2))),
             "interval_quantile": self.interval.quantile,
+            **diverged_probe_outcome(table, y, features, config.level),
             **details,
         }
         return self
@@ -361,23 +384,43 @@ class ScorePredictor:
 
     def predict(self, table: pd.DataFrame) -> np.ndarray:
         """Predicted target per row."""
-        return self._fitted()[0].predict(self.matrix(table))
+        return self.predict_matrix(self.matrix(table))
+
+    def non_finite_probes(self, x: np.ndarray) -> np.ndarray:
+        """Input rows whose probe diverged with NaN features (stopped at a NaN/inf loss or gradient) when no
+        training probe had NaN: the trees would read those NaN as zeros (a perfect loss). Such rows are predicted
+        from the training runs whose probe diverged instead."""
+        if "diverged_probe_score" not in self.metrics:
+            return np.zeros(len(x), dtype=bool)
+        probe = [i for i, name in enumerate(self.features) if name.startswith("probe_")]
+        diverged = x[:, self.features.index("probe_diverged")] == 1
+        return diverged & np.isnan(x[:, probe]).any(axis=1)
+
+    def predict_matrix(self, x: np.ndarray, **predict_params) -> np.ndarray:
+        """Predicted target per input row (see :meth:`matrix`; ``predict_params`` go to LightGBM's ``predict``); a
+        non-finite probe (:meth:`non_finite_probes`) takes the mean score of the training runs whose probe diverged."""
+        prediction = np.asarray(self._fitted()[0].predict(x, **predict_params), dtype=float)
+        prediction[self.non_finite_probes(x)] = self.metrics.get("diverged_probe_score", np.nan)
+        return prediction
 
     def half_widths(self, x: np.ndarray, novelty: np.ndarray | None = None, **predict_params) -> np.ndarray:
         """Interval half-widths at input rows ``x``: the conformal interval's, widened by novelty where the
-        predictor scores novelty (``novelty``: the rows' scores when already computed); ``predict_params`` go to
-        LightGBM's ``predict`` (e.g. num_threads)."""
+        predictor scores novelty (``novelty``: the rows' scores when already computed), and at least the spread
+        of the diverged training runs for a non-finite probe; ``predict_params`` go to LightGBM's ``predict``."""
         half_widths = self._fitted()[1].half_widths(x, **predict_params)
         if self.novelty is not None and self.novelty_bins is not None:
             novelty = self.novelty.score(x) if novelty is None else novelty
             half_widths = np.maximum(half_widths, self.novelty_bins.half_widths(novelty))
+        non_finite = self.non_finite_probes(x)
+        if non_finite.any():
+            spread = float(self.metrics["diverged_probe_half_width"])
+            half_widths = np.where(non_finite, np.maximum(half_widths, spread), half_widths)
         return half_widths
 
     def predict_interval(self, table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """Lower and upper ends of the ``config.level`` prediction interval per row."""
-        booster, _ = self._fitted()
         x = self.matrix(table)
-        prediction, half_widths = booster.predict(x), self.half_widths(x)
+        prediction, half_widths = self.predict_matrix(x), self.half_widths(x)
         return prediction - half_widths, prediction + half_widths
 
     def novelty_of(self, x: np.ndarray, top: int = 3) -> tuple[np.ndarray, np.ndarray, list[list[str]]]:

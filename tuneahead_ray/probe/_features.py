@@ -74,7 +74,11 @@ def trajectory_features(trace: ProbeTrace, spec: ProbeSpec) -> dict[str, float]:
     losses = np.asarray(trace.losses, dtype=float)
     grads = np.asarray([g for g in trace.grad_norms if math.isfinite(g)], dtype=float)
     initial = _mean(losses[:_EDGE])
-    final = _mean(losses[-_EDGE:])
+    # A probe stopped at a NaN/inf loss or gradient never reached a final loss (nor a decay ratio).
+    stopped = len(losses) > 0 and not (
+        math.isfinite(losses[-1]) and all(math.isfinite(g) for g in trace.grad_norms[-1:])
+    )
+    final = float("nan") if stopped else _mean(losses[-_EDGE:])
     return {
         "probe_initial_loss": initial,
         "probe_final_loss": final,

@@ -59,7 +59,7 @@ def predict_matrices(predictor: ScorePredictor, matrices: Sequence[np.ndarray]) 
     Equal to ``predictor.predict`` and ``predictor.predict_interval`` row by row (trees score rows independently).
     """
     x = matrices[0] if len(matrices) == 1 else np.concatenate(matrices)
-    prediction = predictor.booster.predict(x, **PREDICT_PARAMS)
+    prediction = predictor.predict_matrix(x, **PREDICT_PARAMS)
     novelty, novel, drivers = predictor.novelty_of(x)
     half_width = predictor.half_widths(x, novelty, **PREDICT_PARAMS)
     ends = np.cumsum([len(m) for m in matrices])

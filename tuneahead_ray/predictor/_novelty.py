@@ -15,7 +15,9 @@ that widen with that distance.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -148,9 +150,17 @@ def calibrate_novelty(
         labels = KMeans(clusters, n_init=4, random_state=seed).fit_predict(score.space)
         held_out = [(np.flatnonzero(labels != c), np.flatnonzero(labels == c)) for c in range(clusters)]
         residuals = np.empty_like(y)
-        for train, valid in held_out:
+
+        def refit(split: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+            train, valid = split
             booster = lgb.train(params, lgb.Dataset(x[train], y[train], params={"verbosity": -1}), rounds)
-            residuals[valid] = y[valid] - booster.predict(x[valid])
+            return y[valid] - booster.predict(x[valid])
+
+        # Single-threaded boosters refit side by side (LightGBM releases the GIL): the same result, sooner.
+        workers = min(clusters, len(os.sched_getaffinity(0))) if params.get("num_threads") == 1 else 1
+        with ThreadPoolExecutor(workers) as pool_of_threads:
+            for (_, valid), held_out_residuals in zip(held_out, pool_of_threads.map(refit, held_out), strict=True):
+                residuals[valid] = held_out_residuals
         pool = _pairs(x, residuals, held_out)
     far = np.sort(pool[pool[:, 0] > threshold, 0])
     bins = max(1, len(far) // _MIN_BIN)

@@ -139,3 +139,15 @@ def test_a_version_1_card_without_novelty_still_loads(tmp_path, fitted) -> None:
     assert card.card_version == 1 and card.novelty is None and loaded.novelty is None
     rows = synthetic_metadataset(20, seed=2)
     np.testing.assert_allclose(loaded.predict_interval(rows), plain.predict_interval(rows), rtol=0, atol=1e-12)
+
+
+def test_a_cluster_of_nearly_every_run_calibrates_on_the_out_of_fold_residuals() -> None:
+    # 74 runs alike and one far away: k-means splits off the one, so holding out the rest leaves one run to refit
+    # on (LightGBM cannot bag a single row). The out-of-fold residuals calibrate instead of failing.
+    table = synthetic_metadataset(75, seed=9)
+    table.loc[:73, "x1"] = 0.0
+    table.loc[74, ["x1", "x2", "noise"]] = [1e3, 1e3, 1e3]
+    predictor = ScorePredictor(config=FAST.model_copy(update={"seed": 2})).fit(table, "y")
+    assert predictor.novelty_bins is not None
+    novelty, novel, _ = predictor.novelty_of(predictor.matrix(table.iloc[[0, 74]]))
+    assert novelty[1] > novelty[0] and novel[1]

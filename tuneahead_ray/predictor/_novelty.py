@@ -8,7 +8,8 @@ that widen with that distance.
 * :class:`NoveltyBins` — Mondrian conformal calibration by novelty: up to the ``widen_from`` quantile of in-sample
   novelty the interval is the predictor's own; beyond it, each novelty bin has its own residual quantile, learnt
   from residuals of whole clusters of runs held out in turn (k-means in the same space): runs unlike anything the
-  model was fitted on calibrate the far bins (with too few clusters, the out-of-fold residuals do). Never narrower
+  model was fitted on calibrate the far bins (with too few clusters, or one holding nearly every run, the
+  out-of-fold residuals do). Never narrower
   than in-sample. Candidates beyond the ``level`` quantile (``flag``) are flagged novel.
 """
 
@@ -145,10 +146,12 @@ def calibrate_novelty(
     flag = float(np.quantile(inside[:, 0], level))
     threshold = min(flag, float(np.quantile(inside[:, 0], level if widen_from is None else widen_from)))
     clusters = min(_CLUSTERS, len(y) // _MIN_BIN)
-    pool = inside
+    pool, held_out = inside, []
     if clusters >= 2:
         labels = KMeans(clusters, n_init=4, random_state=seed).fit_predict(score.space)
         held_out = [(np.flatnonzero(labels != c), np.flatnonzero(labels == c)) for c in range(clusters)]
+    # A cluster of nearly every run leaves too few to refit on: the out-of-fold residuals calibrate then.
+    if held_out and min(len(train) for train, _ in held_out) >= _MIN_BIN:
         residuals = np.empty_like(y)
 
         def refit(split: tuple[np.ndarray, np.ndarray]) -> np.ndarray:

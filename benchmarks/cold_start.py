@@ -10,9 +10,9 @@ of 100 (the late fits are the slow ones, and the question is what the first few 
 * ``uncertainty``: the widest prediction intervals;
 * ``decision``: half the batch whose GO/NO-GO is least certain at the threshold (P(score >= threshold) nearest
   0.5), half the widest intervals of the rest;
-* ``static-only``: the predictor on static descriptors + hyperparameters (no probe features: what a new model has
-  before paying for any probe), on the same random runs as ``random``. Its 0-run point predicts every run at the
-  base model's score (a fine-tune that changes nothing), so every run is NO-GO.
+* ``static-only``: the predictor on static descriptors + hyperparameters (the pre-screen groups, no probe: what a
+  new model has before paying for any probe), on the same random runs as ``random``. Its 0-run point predicts
+  every run at the base model's score (a fine-tune that changes nothing), so every run is NO-GO.
 
 At checkpoints it records the held-out RMSE, the predictor's own estimate of it (cross-fitted residuals), and
 the paper's go/no-go (GO when the predicted score >= the base score + ``--margin``): successes kept (share of the
@@ -45,7 +45,7 @@ from benchmarks.accuracy import TARGET, load_corpus
 from tests._harness.results import markdown_table, results_path, write_results
 from tuneahead_ray.corpus import estimated_rmse, pick_batch, plateau
 from tuneahead_ray.features import FEATURE_GROUPS
-from tuneahead_ray.predictor import PredictorConfig, ScorePredictor, go_no_go
+from tuneahead_ray.predictor import FULL_GROUPS, PRESCREEN_GROUPS, PredictorConfig, ScorePredictor, go_no_go
 
 CHECKPOINTS = (25, 50, 100, 150, 200, 250, 300, 400, 600, 800, 1000)
 STRATEGIES = ("random", "uncertainty", "decision", "static-only")
@@ -64,6 +64,8 @@ def _evaluate(predictor: ScorePredictor | None, held: pd.DataFrame, threshold: f
     full = (held["train_seconds"] + held["eval_seconds"]).to_numpy(float)
     descriptors = held["descriptor_seconds"].to_numpy(float)
     probe = np.zeros(len(held)) if probe_free else held["probe_seconds"].to_numpy(float)
+    if not probe_free and "dataset_probe_seconds" in held:  # each corpus run has its own dataset: it pays its own
+        descriptors = descriptors + held["dataset_probe_seconds"].to_numpy(float)
     figures = go_no_go(truth, predicted, threshold, probe, full, descriptors)
     row = {
         "rmse": float(np.sqrt(np.mean((truth - predicted) ** 2))),
@@ -229,9 +231,9 @@ def main(argv: list[str] | None = None, picker: Picker = pick_batch) -> int:
     started = time.perf_counter()
     corpus, source = load_corpus(args.corpus)
     threshold = float(corpus["base_score"].median()) + args.margin
-    groups = FEATURE_GROUPS
-    full = [name for group in ("static", "probe", "hp") for name in groups[group]]
-    static = [name for group in ("static", "hp") for name in groups[group]]
+    # The default predictors' feature groups: the full one (with both probes) and the probe-free pre-screen one.
+    full = [name for group in FULL_GROUPS for name in FEATURE_GROUPS[group]]
+    static = [name for group in PRESCREEN_GROUPS for name in FEATURE_GROUPS[group]]
     strategies = tuple(args.strategies)
     per_seed = []
     for seed in range(args.seeds):

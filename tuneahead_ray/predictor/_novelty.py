@@ -9,8 +9,8 @@ that widen with that distance.
   novelty the interval is the predictor's own; beyond it, each novelty bin has its own residual quantile, learnt
   from residuals of whole clusters of runs held out in turn (k-means in the same space): runs unlike anything the
   model was fitted on calibrate the far bins (with too few clusters, or one holding nearly every run, the
-  out-of-fold residuals do). Never narrower
-  than in-sample. Candidates beyond the ``level`` quantile (``flag``) are flagged novel.
+  out-of-fold residuals do). Never narrower than in-sample. Candidates beyond the ``level`` quantile (``flag``)
+  are flagged novel.
 """
 
 from __future__ import annotations

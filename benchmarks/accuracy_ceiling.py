@@ -8,6 +8,8 @@ comes from, on the same random splits (28% held out, one per seed) and with the 
   hyperparameters: everything that defines the run except its seeds. No descriptor of a dataset can know more, so
   this is the ceiling of better static descriptors.
 - **oracle + probe**: the same with the probe features added.
+- **no probe / candidate's probe only**: what the probes add to static descriptors and hyperparameters (the
+  pre-screen predictor's features), and what the dataset's standardized probe adds to the candidate's own.
 - **TuneAhead + proxy score**: what the ProxyLM baseline's proxy fine-tune adds to TuneAhead's own features.
 - **learning curve**: TuneAhead and ProxyLM trained on 40/60/80/100% of each training split, the same held-out
   rows, extrapolated to 2x and 4x the runs (a power law on RMSE² minus the noise floor²): how much a larger corpus
@@ -71,6 +73,8 @@ def feature_sets(mix: list[str], columns: pd.Index) -> dict[str, list[str]]:
     oracle = [*GENERATOR_KNOBS, *mix, *hp]
     return {
         "TuneAhead (static + probe + hp)": [*static, *probe, *hp],
+        "no probe (static + hp)": [*static, *hp],
+        "candidate's probe only (static + its probe + hp)": [*static, *groups["probe"], *hp],
         "generator oracle (data spec + hp)": oracle,
         "generator oracle + probe": [*oracle, *probe],
         "ProxyLM (proxy + static + hp)": ["proxy_score", "proxy_gain", *static, *hp],

@@ -4,10 +4,11 @@ trained on the other runs and judged on the held-out ones (RMSE, within ±3pp, 9
 beside an in-distribution split.
 
 "Before" is the predictor without novelty (``PredictorConfig(novelty=False)``: cross-fitted conformal intervals);
-"after" is the package default: the same predictions, intervals widened by novelty (the distance to the 10 nearest
-training runs in a robustly scaled feature space; Mondrian bins from the 75th percentile of in-sample novelty,
-calibrated on out-of-fold residuals and on k-means clusters held out in turn; "flagged novel" beyond the 90th). The
-novelty AUC says how well the score ranks held-out runs above in-distribution ones.
+"after" is the package default: the same predictions, intervals widened by novelty (the distance to the 5 nearest
+training runs in a robustly scaled space of the dataset's features, its static descriptors and dataset probe;
+Mondrian bins beyond the 90th percentile of in-sample novelty, where candidates are flagged novel, calibrated on
+k-means clusters held out in turn). The novelty AUC says how well the score ranks held-out runs above
+in-distribution ones.
 
     python benchmarks/novelty.py          # ~8 minutes on 2 cores
 

@@ -6,21 +6,29 @@ from __future__ import annotations
 
 import io
 import json
+from typing import get_args
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
-from tests._harness.metadatasets import FAST, synthetic_metadataset
+from tests._harness.metadatasets import FAST, synthetic_corpus, synthetic_metadataset
+from tuneahead_ray.features import FEATURE_GROUPS
 from tuneahead_ray.predictor import (
     CARD_FILE,
+    FULL_GROUPS,
     NOVELTY_FILE,
     ModelCard,
     ModelStoreError,
+    PredictorConfig,
     ScorePredictor,
     interval_coverage,
     load_predictor,
     save_predictor,
 )
+from tuneahead_ray.predictor._score_predictor import NoveltyGroup
+
+FULL_FEATURES = [name for group in FULL_GROUPS for name in FEATURE_GROUPS[group]]
 
 
 def _beyond(n: int, seed: int, low: float = 3.0, high: float = 4.0):
@@ -63,9 +71,9 @@ def test_intervals_widen_beyond_the_corpus_and_stay_in_distribution(fitted) -> N
     widths, plain_widths = upper - lower, plain_upper - plain_lower
     assert novel.mean() > 0.5 and np.all(widths >= plain_widths - 1e-9)
     assert widths[novel].mean() > 1.1 * plain_widths[novel].mean()
-    # Intervals widen from a lower novelty (the widen_from quantile) than the one that flags a candidate novel.
+    # By default intervals widen where candidates are flagged novel (the level quantile of in-sample novelty).
     bins = predictor.novelty_bins
-    assert bins.threshold < bins.flag == predictor.metrics["novelty_threshold"]
+    assert bins.threshold == bins.flag == predictor.metrics["novelty_threshold"]
     usual = novelty <= bins.threshold
     assert usual.any()
     np.testing.assert_allclose(widths[usual], plain_widths[usual], rtol=1e-9)
@@ -85,7 +93,7 @@ def test_novelty_round_trips_through_the_store(tmp_path, fitted) -> None:
     predictor, _ = fitted
     card = save_predictor(predictor, tmp_path / "model")
     assert card.novelty is not None and card.novelty.threshold == predictor.novelty_bins.threshold
-    assert card.novelty.flag == predictor.novelty_bins.flag > card.novelty.threshold
+    assert card.novelty.flag == predictor.novelty_bins.flag and card.novelty.columns is None  # every feature
     loaded, _ = load_predictor(tmp_path / "model")
     rows = _beyond(50, seed=9)
     np.testing.assert_allclose(loaded.predict_interval(rows), predictor.predict_interval(rows), rtol=0, atol=1e-12)
@@ -120,8 +128,19 @@ def test_a_tampered_or_pickled_novelty_file_is_refused(tmp_path, fitted) -> None
         load_predictor(directory)
 
 
-def test_a_version_3_card_flags_novelty_where_its_bins_start(tmp_path, fitted) -> None:
-    predictor, _ = fitted
+def test_widening_can_start_below_the_novel_flag() -> None:
+    config = FAST.model_copy(update={"novelty_widen_from": 0.75})
+    predictor = ScorePredictor(config=config).fit(synthetic_metadataset(600, seed=3), "y")
+    bins = predictor.novelty_bins
+    assert bins.threshold < bins.flag == predictor.metrics["novelty_threshold"]
+    assert bins.threshold == predictor.metrics["novelty_widen_threshold"]
+    novelty = np.array([bins.threshold, (bins.threshold + bins.flag) / 2, bins.flag * 2])
+    assert bins.half_widths(novelty)[0] == 0 and np.all(bins.half_widths(novelty)[1:] > 0)
+
+
+def test_a_version_3_card_flags_novelty_where_its_bins_start(tmp_path) -> None:
+    config = FAST.model_copy(update={"novelty_widen_from": 0.75})
+    predictor = ScorePredictor(config=config).fit(synthetic_metadataset(600, seed=3), "y")
     directory = tmp_path / "model"
     card = save_predictor(predictor, directory)
     _rewrite_card(directory, card_version=3, novelty=card.novelty.model_copy(update={"flag": None}))
@@ -151,3 +170,39 @@ def test_a_cluster_of_nearly_every_run_calibrates_on_the_out_of_fold_residuals()
     assert predictor.novelty_bins is not None
     novelty, novel, _ = predictor.novelty_of(predictor.matrix(table.iloc[[0, 74]]))
     assert novelty[1] > novelty[0] and novel[1]
+
+
+@pytest.fixture(scope="module")
+def corpus_predictor() -> ScorePredictor:
+    return ScorePredictor(FULL_FEATURES, FAST).fit(synthetic_corpus(300, seed=0), "score")
+
+
+def test_novelty_is_measured_on_what_describes_the_dataset(corpus_predictor) -> None:
+    predictor = corpus_predictor
+    scored = [predictor.features[i] for i in predictor.novelty.columns]
+    assert set(scored) == {*FEATURE_GROUPS["static"], *FEATURE_GROUPS["dataset_probe"]}
+    rows = synthetic_corpus(40, seed=1)
+    novelty = predictor.novelty_of(predictor.matrix(rows))[0]
+    far_hp = rows.assign(**{name: rows[name] + 100.0 for name in FEATURE_GROUPS["hp"]})
+    np.testing.assert_array_equal(predictor.novelty_of(predictor.matrix(far_hp))[0], novelty)
+    far_data = rows.assign(groundedness=rows["groundedness"] + 100.0)
+    far, novel, drivers = predictor.novelty_of(predictor.matrix(far_data))
+    assert np.all(far > 2 * novelty) and novel.all() and all(names[0] == "groundedness" for names in drivers)
+
+
+def test_novelty_columns_round_trip_and_a_card_naming_no_feature_is_refused(tmp_path, corpus_predictor) -> None:
+    directory = tmp_path / "model"
+    card = save_predictor(corpus_predictor, directory)
+    assert card.novelty.columns == [corpus_predictor.features[i] for i in corpus_predictor.novelty.columns]
+    loaded, _ = load_predictor(directory)
+    x = corpus_predictor.matrix(synthetic_corpus(20, seed=2))
+    np.testing.assert_allclose(loaded.novelty_of(x)[0], corpus_predictor.novelty_of(x)[0], rtol=0, atol=1e-12)
+    _rewrite_card(directory, novelty=card.novelty.model_copy(update={"columns": ["no_such_feature"]}))
+    with pytest.raises(ModelStoreError, match="novelty.columns names no feature 'no_such_feature'"):
+        load_predictor(directory)
+
+
+def test_novelty_groups_are_the_feature_groups() -> None:
+    assert set(get_args(NoveltyGroup)) == set(FEATURE_GROUPS)
+    with pytest.raises(ValidationError, match="novelty_groups"):
+        PredictorConfig(novelty_groups=("descriptors",))

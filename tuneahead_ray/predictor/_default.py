@@ -28,8 +28,9 @@ __all__ = [
 #: The corpus column the default predictors learn: the fine-tuned model's benchmark score (pp).
 DEFAULT_TARGET = "score"
 #: Bumped when the way a default predictor is fitted changes within a release (2: it records what the runs whose
-#: probe diverged scored, see ScorePredictor.non_finite_probes), so a cached one fitted before is not reused.
-_PREDICTOR_REVISION = 2
+#: probe diverged scored, see ScorePredictor.non_finite_probes; 3: novelty on the dataset's features), so a cached one
+#: fitted before is not reused.
+_PREDICTOR_REVISION = 3
 #: Feature groups of the full TuneAhead predictor and of the probe-free pre-screen predictor.
 FULL_GROUPS: tuple[str, ...] = ("static", "probe", "dataset_probe", "hp")
 PRESCREEN_GROUPS: tuple[str, ...] = ("static", "hp")

@@ -3,14 +3,16 @@ that widen with that distance.
 
 * :class:`NoveltyScore` — the mean distance to the ``k`` nearest training runs in a robustly scaled feature space
   (median / interquartile range per feature, missing values at the median), divided by the training runs' own
-  typical distance: about 1 for a candidate like the corpus, larger the further out it lies. ``assess`` also names
-  the features where a candidate lies beyond the corpus's range.
+  typical distance: about 1 for a candidate like the corpus, larger the further out it lies. The space may be a
+  subset of the features (``columns``): the predictor measures it on what describes the dataset (its static
+  descriptors and dataset probe), since the hyperparameters of a grid vary by design and would drown the signal.
+  ``assess`` also names the features where a candidate lies beyond the corpus's range.
 * :class:`NoveltyBins` — Mondrian conformal calibration by novelty: up to the ``widen_from`` quantile of in-sample
-  novelty the interval is the predictor's own; beyond it, each novelty bin has its own residual quantile, learnt
-  from residuals of whole clusters of runs held out in turn (k-means in the same space): runs unlike anything the
-  model was fitted on calibrate the far bins (with too few clusters, or one holding nearly every run, the
-  out-of-fold residuals do). Never narrower than in-sample. Candidates beyond the ``level`` quantile (``flag``)
-  are flagged novel.
+  novelty (by default the ``level`` one, where candidates are flagged novel) the interval is the predictor's own;
+  beyond it, each novelty bin has its own residual quantile, learnt from residuals of whole clusters of runs held
+  out in turn (k-means in the same space): runs unlike anything the model was fitted on calibrate the far bins
+  (with too few clusters, or one holding nearly every run, the out-of-fold residuals do). Never narrower than
+  in-sample.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from tuneahead_ray.predictor._conformal import conformal_quantile
 __all__ = ["NEIGHBOURS", "NoveltyBins", "NoveltyScore", "calibrate_novelty"]
 
 #: Nearest training runs a novelty score averages over.
-NEIGHBOURS = 10
+NEIGHBOURS = 5
 #: Clusters held out in turn to calibrate the far novelty bins, and the fewest residuals per bin.
 _CLUSTERS, _MIN_BIN = 8, 30
 _CLIP = 50.0  # scaled units: one absurd value cannot dominate a distance
@@ -47,11 +49,15 @@ class NoveltyScore:
     space: np.ndarray = field(repr=False)
     typical: float
     k: int
+    #: The feature columns the distance is measured on (``None``: every one).
+    columns: tuple[int, ...] | None = None
 
     @classmethod
-    def fit(cls, x: np.ndarray, k: int = NEIGHBOURS) -> NoveltyScore:
-        """The score of training matrix ``x`` (rows = runs); ``k`` is capped at the number of other runs."""
-        x = np.asarray(x, dtype=float)
+    def fit(cls, x: np.ndarray, k: int = NEIGHBOURS, columns: Sequence[int] | None = None) -> NoveltyScore:
+        """The score of training matrix ``x`` (rows = runs) on its ``columns`` (default: all); ``k`` is capped at
+        the number of other runs."""
+        columns = None if columns is None else tuple(int(i) for i in columns)
+        x = _columns(np.asarray(x, dtype=float), columns)
         with np.errstate(all="ignore"):
             center = np.nan_to_num(np.nanmedian(x, axis=0)) if len(x) else np.zeros(x.shape[1])
             iqr = np.nanpercentile(x, 75, axis=0) - np.nanpercentile(x, 25, axis=0)
@@ -62,7 +68,7 @@ class NoveltyScore:
         k = max(1, min(k, len(x) - 1))
         distances = NearestNeighbors(n_neighbors=k + 1).fit(space).kneighbors(space)[0][:, 1:]
         typical = float(np.median(distances.mean(axis=1)))
-        return cls(center, scale, space, typical if typical > 1e-12 else 1.0, k)
+        return cls(center, scale, space, typical if typical > 1e-12 else 1.0, k, columns)
 
     @cached_property
     def _index(self) -> NearestNeighbors:
@@ -79,19 +85,27 @@ class NoveltyScore:
 
     def score(self, x: np.ndarray) -> np.ndarray:
         """Novelty per row of ``x``: mean distance to the ``k`` nearest training runs over the typical one."""
-        return self._distance(_scaled(np.asarray(x, dtype=float), self.center, self.scale))
+        return self._distance(self._scale(x))
+
+    def _scale(self, x: np.ndarray) -> np.ndarray:
+        return _scaled(_columns(np.asarray(x, dtype=float), self.columns), self.center, self.scale)
 
     def assess(self, x: np.ndarray, features: Sequence[str], top: int = 3) -> tuple[np.ndarray, list[list[str]]]:
-        """Per row of ``x``: its :meth:`score`, and up to ``top`` features where it lies beyond every training
-        run, furthest out first."""
-        scaled = _scaled(np.asarray(x, dtype=float), self.center, self.scale)
+        """Per row of ``x`` (all ``features``): its :meth:`score`, and up to ``top`` of the scored features where
+        it lies beyond every training run, furthest out first."""
+        scaled = self._scale(x)
+        names_of = list(features) if self.columns is None else [features[i] for i in self.columns]
         low, high = self._range
         excess = np.maximum(low - scaled, 0) + np.maximum(scaled - high, 0)
         names = []
         for row in excess:
             order = np.argsort(-row, kind="stable")[:top]
-            names.append([features[i] for i in order if row[i] > 0])
+            names.append([names_of[i] for i in order if row[i] > 0])
         return self._distance(scaled), names
+
+
+def _columns(x: np.ndarray, columns: tuple[int, ...] | None) -> np.ndarray:
+    return x if columns is None else x[:, list(columns)]
 
 
 def _scaled(x: np.ndarray, center: np.ndarray, scale: np.ndarray) -> np.ndarray:
@@ -120,9 +134,17 @@ class NoveltyBins:
         return out
 
 
-def _pairs(x: np.ndarray, residuals: np.ndarray, splits: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+def _pairs(
+    x: np.ndarray,
+    residuals: np.ndarray,
+    splits: Sequence[tuple[np.ndarray, np.ndarray]],
+    columns: tuple[int, ...] | None,
+) -> np.ndarray:
     """(novelty, residual) of each validation row, novelty measured against its split's training rows."""
-    return np.vstack([np.c_[NoveltyScore.fit(x[train]).score(x[valid]), residuals[valid]] for train, valid in splits])
+    pairs = []
+    for train, valid in splits:
+        pairs.append(np.c_[NoveltyScore.fit(x[train], columns=columns).score(x[valid]), residuals[valid]])
+    return np.vstack(pairs)
 
 
 def calibrate_novelty(
@@ -135,13 +157,14 @@ def calibrate_novelty(
     level: float,
     seed: int,
     widen_from: float | None = None,
+    columns: Sequence[int] | None = None,
 ) -> tuple[NoveltyScore, NoveltyBins]:
-    """The novelty score of ``x`` and its bins: the thresholds (bins from the ``widen_from`` quantile of in-sample
-    novelty, default ``level``; the novel flag from the ``level`` one) and the in-sample quantile from the
-    predictor's out-of-sample residuals ``out_of_fold`` (over the validation rows of ``splits``), the far bins from
-    a booster of ``rounds`` rounds refit with each k-means cluster held out."""
-    score = NoveltyScore.fit(x)
-    inside = _pairs(x, out_of_fold, splits)
+    """The novelty score of ``x`` on its ``columns`` (default: all) and its bins: the thresholds (bins from the
+    ``widen_from`` quantile of in-sample novelty, default ``level``; the novel flag from the ``level`` one) and the
+    in-sample quantile from the predictor's out-of-sample residuals ``out_of_fold`` (over the validation rows of
+    ``splits``), the far bins from a booster of ``rounds`` rounds refit with each k-means cluster held out."""
+    score = NoveltyScore.fit(x, columns=columns)
+    inside = _pairs(x, out_of_fold, splits, score.columns)
     base = conformal_quantile(inside[:, 1], level)
     flag = float(np.quantile(inside[:, 0], level))
     threshold = min(flag, float(np.quantile(inside[:, 0], level if widen_from is None else widen_from)))
@@ -164,7 +187,7 @@ def calibrate_novelty(
         with ThreadPoolExecutor(workers) as pool_of_threads:
             for (_, valid), held_out_residuals in zip(held_out, pool_of_threads.map(refit, held_out), strict=True):
                 residuals[valid] = held_out_residuals
-        pool = _pairs(x, residuals, held_out)
+        pool = _pairs(x, residuals, held_out, score.columns)
     far = np.sort(pool[pool[:, 0] > threshold, 0])
     bins = max(1, len(far) // _MIN_BIN)
     edges = [*(float(far[len(far) * i // bins]) for i in range(1, bins)), math.inf]

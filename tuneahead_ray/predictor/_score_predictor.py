@@ -12,6 +12,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 from sklearn.model_selection import GroupKFold, GroupShuffleSplit, KFold, ShuffleSplit
 
+from tuneahead_ray.features import FEATURE_GROUPS
 from tuneahead_ray.predictor._conformal import ConformalInterval, conformal_quantile
 from tuneahead_ray.predictor._errors import MetadatasetError
 from tuneahead_ray.predictor._metadataset import feature_columns, feature_matrix, source_of, table_sha256, target_values
@@ -28,6 +29,7 @@ Split = tuple[np.ndarray, np.ndarray]
 TunableParam = Literal[
     "num_leaves", "learning_rate", "min_child_samples", "feature_fraction", "bagging_fraction", "lambda_l2"
 ]
+NoveltyGroup = Literal["static", "probe", "dataset_probe", "hp"]
 
 
 class PredictorConfig(BaseModel):
@@ -55,13 +57,20 @@ class PredictorConfig(BaseModel):
         description="score how far each candidate lies from the training runs, and widen the intervals of those "
         "beyond the usual distance (Mondrian conformal by novelty, calibrated on clusters of runs held out)",
     )
-    novelty_widen_from: float = Field(
-        0.75,
+    novelty_widen_from: float | None = Field(
+        None,
         gt=0,
         lt=1,
-        description="quantile of in-sample novelty beyond which intervals widen by novelty bin (candidates are "
-        "flagged novel only beyond the `level` quantile): widening from below the flag keeps coverage on runs a "
-        "little unlike the corpus, at a small cost in width on runs like it",
+        description="quantile of in-sample novelty beyond which intervals widen by novelty bin (default: the "
+        "`level` quantile, beyond which candidates are flagged novel); a lower one widens more runs a little "
+        "unlike the corpus, at a cost in width on runs like it",
+    )
+    novelty_groups: tuple[NoveltyGroup, ...] = Field(
+        ("static", "dataset_probe"),
+        min_length=1,
+        description="feature groups novelty is measured on (those of the features the predictor has; every "
+        "feature when it has none of them): by default what describes the dataset, its static descriptors and "
+        "dataset probe, not the hyperparameters a grid varies by design",
     )
     folds: int = Field(5, ge=2, description="folds of the cv interval method")
     valid_fraction: float = Field(0.2, gt=0, lt=1, description="validation share of the split method and of SHAP")
@@ -85,6 +94,13 @@ class PredictorConfig(BaseModel):
     )
     seed: int = Field(0, description="seed of the inner splits and of LightGBM's sampling")
     n_jobs: int = Field(1, description="LightGBM threads (<= 0: OpenMP's default); small tables train fastest on 1")
+
+
+def novelty_columns(features: Sequence[str], config: PredictorConfig) -> list[int] | None:
+    """Indices of ``features`` in ``config.novelty_groups`` (``None``, every feature, when there are none)."""
+    chosen = {name for group in config.novelty_groups for name in FEATURE_GROUPS[group]}
+    columns = [i for i, name in enumerate(features) if name in chosen]
+    return columns or None
 
 
 def lightgbm_params(config: PredictorConfig, features: Sequence[str]) -> dict:
@@ -358,7 +374,7 @@ class ScorePredictor:
             out_of_fold[np.concatenate([valid for _, valid in splits])] = residuals
             self.novelty, self.novelty_bins = calibrate_novelty(
                 x, y, out_of_fold, splits, lightgbm_params(config, features), booster.current_iteration(),
-                config.level, config.seed, config.novelty_widen_from,
+                config.level, config.seed, config.novelty_widen_from, novelty_columns(features, config),
             )  # fmt: skip
             details["novelty_threshold"] = self.novelty_bins.flag
             details["novelty_widen_threshold"] = self.novelty_bins.threshold

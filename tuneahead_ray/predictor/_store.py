@@ -43,11 +43,11 @@ __all__ = [
     "save_predictor",
 ]
 
-CARD_VERSION = 4
+CARD_VERSION = 5
 #: Card versions this package reads: 1 has no novelty section (such a predictor scores no novelty); 1 and 2 record
 #: no feature protocol (nothing to check features against); up to 3 the novelty bins start where the novel flag
-#: does (no ``flag``).
-READABLE_CARD_VERSIONS = (1, 2, 3, 4)
+#: does (no ``flag``); up to 4 novelty is measured on every feature (no ``columns``).
+READABLE_CARD_VERSIONS = (1, 2, 3, 4, 5)
 MODEL_FILE = "model.txt"
 SCALE_FILE = "scale.txt"
 NOVELTY_FILE = "novelty.npy"
@@ -83,6 +83,9 @@ class NoveltyCard(BaseModel):
     quantiles: list[float]
     #: The novelty beyond which a candidate is flagged novel (``None``: ``threshold``, as cards before version 4).
     flag: float | None = None
+    #: The features novelty is measured on, in the space's column order (``None``: every feature, as cards before
+    #: version 5).
+    columns: list[str] | None = None
 
 
 class ModelCard(BaseModel):
@@ -147,6 +150,7 @@ def save_predictor(
         novelty = NoveltyCard(
             k=score.k, typical=score.typical, center=score.center.tolist(), scale=score.scale.tolist(),
             threshold=bins.threshold, edges=list(bins.edges), quantiles=list(bins.quantiles), flag=bins.flag,
+            columns=None if score.columns is None else [predictor.features[i] for i in score.columns],
         )  # fmt: skip
         buffer = io.BytesIO()
         np.save(buffer, np.ascontiguousarray(score.space, dtype=np.float64), allow_pickle=False)
@@ -239,9 +243,17 @@ def _load_novelty(directory: Path, card: ModelCard) -> tuple[NoveltyScore, Novel
         space = np.load(io.BytesIO(data), allow_pickle=False)
     except ValueError as err:
         raise ModelStoreError(f"{path}: not a NumPy array file: {err}") from None
-    if space.ndim != 2 or space.shape[1] != len(card.features) or space.dtype != np.float64:
-        raise ModelStoreError(f"{path}: expected a float64 array of {len(card.features)} columns, got {space.shape}")
-    score = NoveltyScore(np.asarray(saved.center), np.asarray(saved.scale), space, saved.typical, saved.k)
+    columns = None
+    if saved.columns is not None:
+        if unknown := sorted(set(saved.columns) - set(card.features)):
+            raise ModelStoreError(f"{directory / CARD_FILE}: novelty.columns names no feature {unknown[0]!r}")
+        columns = tuple(card.features.index(name) for name in saved.columns)
+    width = len(card.features) if columns is None else len(columns)
+    if space.ndim != 2 or space.shape[1] != width or space.dtype != np.float64:
+        raise ModelStoreError(f"{path}: expected a float64 array of {width} columns, got {space.shape}")
+    if not len(saved.center) == len(saved.scale) == width:
+        raise ModelStoreError(f"{directory / CARD_FILE}: novelty center and scale need {width} values each")
+    score = NoveltyScore(np.asarray(saved.center), np.asarray(saved.scale), space, saved.typical, saved.k, columns)
     flag = saved.threshold if saved.flag is None else saved.flag  # before card version 4: where the bins start
     return score, NoveltyBins(saved.threshold, tuple(saved.edges), tuple(saved.quantiles), flag)
 

@@ -10,6 +10,7 @@ import torch
 from peft.tuners.lora import LoraLayer
 
 from tuneahead_ray.base_models import load_model
+from tuneahead_ray.probe import _worker as worker_module
 from tuneahead_ray.probe import full_run
 from tuneahead_ray.schemas import Candidate, DatasetRef, HyperParams, RunResult
 from tuneahead_ray.testbed import DataSpec, generate_records, write_dataset
@@ -122,14 +123,31 @@ def test_run_result_round_trips_through_json(clean_and_noisy: tuple[RunResult, R
     assert loaded.diverged
 
 
-def test_diverging_learning_rate_returns_a_result(tmp_path: Path) -> None:
+def test_a_non_finite_step_stops_a_diverging_run_and_it_is_still_scored(tmp_path: Path, monkeypatch) -> None:
+    # Whether lr 10 without clipping reaches NaN/inf on its own depends on the CPU's kernels (on some it plateaus),
+    # so the loss of the 5th training step is made NaN here.
     data = write_dataset(DataSpec(size=200, seed=22), tmp_path / "data.jsonl")
     hp = HyperParams(lr=10.0, max_grad_norm=None, max_steps=20, batch_size=16, max_seq_len=64)
+    attach, forwards = worker_module.attach_adapter, []
+
+    def attach_nan_at_step_5(model, hp):
+        def nan_loss(module, args, kwargs, output):
+            if module.training:
+                forwards.append(1)
+                if len(forwards) == 5:
+                    output.loss = output.loss * float("nan")
+            return output
+
+        adapted = attach(model, hp)
+        adapted.register_forward_hook(nan_loss, with_kwargs=True)
+        return adapted
+
+    monkeypatch.setattr(worker_module, "attach_adapter", attach_nan_at_step_5)
     seen = []
     result = _run(data, hp, on_step=seen.append)
     # Training stops at the first step whose loss or gradient norm is not finite, and the run is still scored.
     assert result.diverged
-    assert 1 <= result.steps < hp.max_steps
+    assert result.steps == 5 < hp.max_steps
     assert result.steps == len(result.loss_curve) == len(seen)
     assert all(record.finite for record in seen[:-1])
     assert not seen[-1].finite

@@ -18,9 +18,7 @@ that widen with that distance.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -176,17 +174,11 @@ def calibrate_novelty(
     # A cluster of nearly every run leaves too few to refit on: the out-of-fold residuals calibrate then.
     if held_out and min(len(train) for train, _ in held_out) >= _MIN_BIN:
         residuals = np.empty_like(y)
-
-        def refit(split: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-            train, valid = split
+        # One after the other: LightGBM boosters trained side by side in threads crashed the process (a segfault
+        # in lib_lightgbm during benchmarks/cold_start.py).
+        for train, valid in held_out:
             booster = lgb.train(params, lgb.Dataset(x[train], y[train], params={"verbosity": -1}), rounds)
-            return y[valid] - booster.predict(x[valid])
-
-        # Single-threaded boosters refit side by side (LightGBM releases the GIL): the same result, sooner.
-        workers = min(clusters, len(os.sched_getaffinity(0))) if params.get("num_threads") == 1 else 1
-        with ThreadPoolExecutor(workers) as pool_of_threads:
-            for (_, valid), held_out_residuals in zip(held_out, pool_of_threads.map(refit, held_out), strict=True):
-                residuals[valid] = held_out_residuals
+            residuals[valid] = y[valid] - booster.predict(x[valid])
         pool = _pairs(x, residuals, held_out, score.columns)
     far = np.sort(pool[pool[:, 0] > threshold, 0])
     bins = max(1, len(far) // _MIN_BIN)

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import tuneahead_ray.probe._worker as probe_worker
+from tests._harness.faults import inject_at
 from tuneahead_ray.data import DatasetError
 from tuneahead_ray.descriptors.pipeline import compute_descriptors
 from tuneahead_ray.features import DESCRIPTOR_SAMPLE_SIZE, PROBE_FEATURES
@@ -51,37 +51,6 @@ def worker() -> RunWorker:
 
 def candidate(dataset: Path, **hp) -> Candidate:
     return Candidate(model="default", dataset=DatasetRef(path=dataset), hp=HyperParams(**{**HEALTHY, **hp}))
-
-
-def inject(monkeypatch, fault: str) -> None:
-    """Make the adapted model's ``fault`` appear at training step INJECT_AT (measurements run in eval mode)."""
-    attach = probe_worker.attach_adapter
-
-    def attach_faulty(model, hp):
-        adapted = attach(model, hp)
-        steps = {"forward": 0}
-
-        def corrupt_loss(module, args, kwargs, output):
-            if not module.training:
-                return output
-            steps["forward"] += 1
-            if steps["forward"] == INJECT_AT and fault in ("nan_loss", "inf_loss"):
-                output.loss = output.loss * float("nan") if fault == "nan_loss" else output.loss + float("inf")
-            if steps["forward"] == INJECT_AT and fault == "inf_grad":
-                output.loss.register_hook(lambda grad: grad * float("inf"))
-            return output
-
-        handle = adapted.register_forward_hook(corrupt_loss, with_kwargs=True)
-        original_detach = probe_worker.detach_adapter
-
-        def detach(model):
-            handle.remove()
-            return original_detach(model)
-
-        monkeypatch.setattr(probe_worker, "detach_adapter", detach)
-        return adapted
-
-    monkeypatch.setattr(probe_worker, "attach_adapter", attach_faulty)
 
 
 def check_diverged(result: ProbeResult) -> None:
@@ -129,7 +98,7 @@ def test_hyperparameters_that_blow_up_are_a_diverged_result(worker, dataset, hea
 def test_injected_non_finite_signals_are_a_diverged_result(worker, dataset, healthy, monkeypatch, fault) -> None:
     before = worker.base_fingerprint()
     with monkeypatch.context() as patch:
-        inject(patch, fault)
+        inject_at(patch, fault, INJECT_AT)
         result = worker.probe(candidate(dataset), SPEC)
     check_diverged(result)
     assert result.probe_steps == INJECT_AT  # the probe stops at the first non-finite step
@@ -162,7 +131,7 @@ def predicted_scores(worker, dataset, healthy, predictors, faults: dict[str, dic
         rows[name] = feature_row(run, fingerprint, static, worker.probe(run, SPEC))
     for fault in injected:
         with pytest.MonkeyPatch.context() as patch:
-            inject(patch, fault)
+            inject_at(patch, fault, INJECT_AT)
             rows[fault] = feature_row(candidate(dataset), fingerprint, static, worker.probe(candidate(dataset), SPEC))
     table = pd.DataFrame(list(rows.values()), index=list(rows))
     lower, upper = predictors.full.predict_interval(table)

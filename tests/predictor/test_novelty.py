@@ -200,6 +200,10 @@ def test_novelty_columns_round_trip_and_a_card_naming_no_feature_is_refused(tmp_
     _rewrite_card(directory, novelty=card.novelty.model_copy(update={"columns": ["no_such_feature"]}))
     with pytest.raises(ModelStoreError, match="novelty.columns names no feature 'no_such_feature'"):
         load_predictor(directory)
+    _rewrite_card(directory, novelty=card.novelty.model_copy(update={"center": card.novelty.center[:-1]}))
+    width = len(card.novelty.columns)
+    with pytest.raises(ModelStoreError, match=f"novelty center and scale need {width} values each"):
+        load_predictor(directory)
 
 
 def test_novelty_groups_are_the_feature_groups() -> None:

@@ -9,8 +9,8 @@ import pytest
 import torch
 from peft.tuners.lora import LoraLayer
 
+from tests._harness.faults import inject_at
 from tuneahead_ray.base_models import load_model
-from tuneahead_ray.probe import _worker as worker_module
 from tuneahead_ray.probe import full_run
 from tuneahead_ray.schemas import Candidate, DatasetRef, HyperParams, RunResult
 from tuneahead_ray.testbed import DataSpec, generate_records, write_dataset
@@ -128,21 +128,7 @@ def test_a_non_finite_step_stops_a_diverging_run_and_it_is_still_scored(tmp_path
     # so the loss of the 5th training step is made NaN here.
     data = write_dataset(DataSpec(size=200, seed=22), tmp_path / "data.jsonl")
     hp = HyperParams(lr=10.0, max_grad_norm=None, max_steps=20, batch_size=16, max_seq_len=64)
-    attach, forwards = worker_module.attach_adapter, []
-
-    def attach_nan_at_step_5(model, hp):
-        def nan_loss(module, args, kwargs, output):
-            if module.training:
-                forwards.append(1)
-                if len(forwards) == 5:
-                    output.loss = output.loss * float("nan")
-            return output
-
-        adapted = attach(model, hp)
-        adapted.register_forward_hook(nan_loss, with_kwargs=True)
-        return adapted
-
-    monkeypatch.setattr(worker_module, "attach_adapter", attach_nan_at_step_5)
+    inject_at(monkeypatch, "nan_loss", 5)
     seen = []
     result = _run(data, hp, on_step=seen.append)
     # Training stops at the first step whose loss or gradient norm is not finite, and the run is still scored.
